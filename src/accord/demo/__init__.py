@@ -1,0 +1,1 @@
+"""The embedded demo job (``accord demo``)."""

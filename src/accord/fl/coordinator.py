@@ -1,0 +1,173 @@
+"""The coordinator: samples parties, sends the global model, aggregates releases.
+
+It sees only what nodes release through their gates. Replies are combined in party
+order (the roster's), never arrival order, so results do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from accord.errors import TooFewPartiesError
+from accord.fl.messages import EvaluateRequest, Release, TrainRequest
+from accord.fl.run_dir import Checkpoint, RunDir
+from accord.fl.strategies.base import ClientUpdate, Strategy
+from accord.job import Job
+from accord.transport.base import Transport
+
+SEED_TAG_SAMPLING = 3
+
+ServerEvaluator = Callable[[torch.Tensor], dict[str, float]]
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    params: torch.Tensor
+    records: list[dict[str, Any]]
+    loop_seconds: float
+
+
+def combine_metrics(replies: Sequence[Release]) -> dict[str, float]:
+    """Sample-weighted loss and accuracy over the parties' test splits (party order)."""
+    total = sum(r.scalars["num_examples"] for r in replies)
+    if total == 0:
+        return {"num_examples": 0.0}
+    return {
+        "num_examples": total,
+        "loss": sum(r.scalars["loss"] * r.scalars["num_examples"] for r in replies) / total,
+        "accuracy": sum(r.scalars["accuracy"] * r.scalars["num_examples"] for r in replies) / total,
+    }
+
+
+class Coordinator:
+    def __init__(
+        self,
+        job: Job,
+        job_id: str,
+        parties: Sequence[str],
+        transport: Transport,
+        strategy: Strategy,
+        initial_params: torch.Tensor,
+        run_dir: RunDir | None = None,
+        server_evaluator: ServerEvaluator | None = None,
+    ) -> None:
+        self.job = job
+        self.job_id = job_id
+        self.parties = list(parties)
+        self.transport = transport
+        self.strategy = strategy
+        self.params = initial_params.clone()
+        self.run_dir = run_dir
+        self.server_evaluator = server_evaluator
+        self.records: list[dict[str, Any]] = []
+        self.completed_rounds = 0
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.params = checkpoint.global_params.clone()
+        self.strategy.load_state_dict(checkpoint.strategy_state)
+        self.records = list(checkpoint.records)
+        self.completed_rounds = checkpoint.round
+
+    def sample(self, round_number: int) -> list[str]:
+        """This round's parties, in roster order. Non-DP jobs sample from the job seed."""
+        cfg = self.job.sampling
+        if cfg.mode == "all":
+            return list(self.parties)
+        rng = np.random.default_rng([self.job.job.seed, SEED_TAG_SAMPLING, round_number])
+        if cfg.mode == "poisson":
+            chosen = rng.random(len(self.parties)) < (cfg.rate or 0.0)
+            return [p for p, keep in zip(self.parties, chosen, strict=True) if keep]
+        count = min(cfg.count or len(self.parties), len(self.parties))
+        picked = set(rng.choice(len(self.parties), size=count, replace=False).tolist())
+        return [p for i, p in enumerate(self.parties) if i in picked]
+
+    def run(self, on_round: RoundCallback | None = None) -> RunResult:
+        """Run the remaining rounds; checkpoint after each when a run folder is set."""
+        start = time.perf_counter()
+        for round_number in range(self.completed_rounds + 1, self.job.job.rounds + 1):
+            record = self.run_round(round_number)
+            self.records.append(record)
+            self.completed_rounds = round_number
+            if self.run_dir is not None:
+                tick = time.perf_counter()
+                self.run_dir.save_checkpoint(
+                    Checkpoint(round_number, self.params, self.strategy.state_dict(), self.records),
+                    self.job_id,
+                )
+                record["seconds"]["checkpoint"] = time.perf_counter() - tick
+            if on_round is not None:
+                on_round(record)
+        return RunResult(self.params, self.records, time.perf_counter() - start)
+
+    def run_round(self, round_number: int) -> dict[str, Any]:
+        job = self.job
+        seconds: dict[str, float] = {}
+        tick = time.perf_counter()
+        sampled = self.sample(round_number)
+        min_parties = job.sampling.min_parties
+        if len(sampled) < min_parties:
+            raise TooFewPartiesError(
+                f"round {round_number}: {len(sampled)} parties sampled, fewer than "
+                f"sampling.min_parties = {min_parties}; raise sampling.rate or lower min_parties"
+            )
+        lr = job.training.lr_at(round_number, job.job.rounds)
+        extras = self.strategy.configure_round(round_number, self.params)
+        request = TrainRequest(self.job_id, round_number, self.params, lr, extras)
+        exchange = self.transport.exchange({party: request for party in sampled})
+        seconds["train"] = time.perf_counter() - tick
+        replies = [exchange.replies[p] for p in sampled if p in exchange.replies]
+        if len(replies) < min_parties:
+            raise TooFewPartiesError(
+                f"round {round_number}: {len(replies)} parties released an update, fewer than "
+                f"sampling.min_parties = {min_parties}"
+            )
+        tick = time.perf_counter()
+        updates = [
+            ClientUpdate(
+                party=r.sender,
+                delta=r.tensors["delta"],
+                weight=r.scalars["num_examples"],
+                extras={k: v for k, v in r.tensors.items() if k != "delta"},
+            )
+            for r in replies
+        ]
+        self.params = self.strategy.aggregate(round_number, self.params, updates)
+        seconds["aggregate"] = time.perf_counter() - tick
+        total_rows = sum(r.scalars["num_examples"] for r in replies)
+        record: dict[str, Any] = {
+            "round": round_number,
+            "lr": lr,
+            "sampled": [r.sender for r in replies],
+            "train_loss": sum(r.scalars["train_loss"] * r.scalars["num_examples"] for r in replies)
+            / total_rows,
+            "bytes_down": exchange.bytes_down,
+            "bytes_up": exchange.bytes_up,
+        }
+        if round_number % job.evaluation.every == 0 or round_number == job.job.rounds:
+            tick = time.perf_counter()
+            record.update(self.evaluate(round_number, self.params))
+            seconds["evaluate"] = time.perf_counter() - tick
+        record["seconds"] = seconds
+        return record
+
+    def evaluate(self, round_number: int, params: torch.Tensor) -> dict[str, Any]:
+        """Federated evaluation on every party's own test split (and the server set)."""
+        out: dict[str, Any] = {}
+        if self.job.evaluation.federated:
+            request = EvaluateRequest(self.job_id, round_number, params)
+            exchange = self.transport.exchange({party: request for party in self.parties})
+            replies = [exchange.replies[p] for p in self.parties if p in exchange.replies]
+            out["federated"] = combine_metrics(replies)
+            out["per_party"] = {r.sender: dict(r.scalars) for r in replies}
+            out["eval_bytes_down"] = exchange.bytes_down
+            out["eval_bytes_up"] = exchange.bytes_up
+        if self.server_evaluator is not None:
+            out["server_test"] = self.server_evaluator(params)
+        return out

@@ -1,0 +1,114 @@
+"""Local training on a node: minibatch SGD on the flat parameter vector.
+
+One SGD step is one vector operation on :class:`FlatModel`'s buffers, so the strategy's
+local objective is one more vector term: FedProx adds mu (w - x), SCAFFOLD adds
+(c - c_i), weight decay adds lambda w.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from accord.fl.strategies.base import LocalObjective
+from accord.models.flat import FlatModel
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPlan:
+    epochs: int | None
+    steps: int | None
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    objective: LocalObjective
+    proximal_mu: float
+
+
+@dataclass(frozen=True, slots=True)
+class LocalResult:
+    mean_loss: float
+    steps: int
+
+
+def _batches(n: int, batch_size: int, order: torch.Tensor | None) -> list[slice | torch.Tensor]:
+    if order is None:
+        return [slice(start, start + batch_size) for start in range(0, n, batch_size)]
+    return [order[start : start + batch_size] for start in range(0, n, batch_size)]
+
+
+def train_local(
+    model: FlatModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    plan: LocalPlan,
+    *,
+    global_params: torch.Tensor,
+    shuffle_rng: np.random.Generator | None,
+    correction: torch.Tensor | None = None,
+) -> LocalResult:
+    """Train ``model`` (already loaded with ``global_params``) on (x, y) in place.
+
+    ``shuffle_rng`` orders each epoch (``None``: the data's own order). ``correction`` is
+    SCAFFOLD's (c - c_i). Returns the mean minibatch loss and the number of steps.
+    """
+    n = int(x.shape[0])
+    flat, grad, module = model.flat, model.grad, model.module
+    velocity = torch.zeros_like(flat) if plan.momentum else None
+    per_epoch = math.ceil(n / plan.batch_size)
+    total_steps = plan.steps if plan.steps is not None else (plan.epochs or 1) * per_epoch
+    loss_total = torch.zeros((), dtype=torch.float64)
+    steps = 0
+    module.train()
+    while steps < total_steps:
+        order = None if shuffle_rng is None else torch.from_numpy(shuffle_rng.permutation(n))
+        for index in _batches(n, plan.batch_size, order):
+            grad.zero_()
+            loss = F.cross_entropy(module(x[index]), y[index])
+            loss.backward()
+            with torch.no_grad():
+                if plan.weight_decay:
+                    grad.add_(flat, alpha=plan.weight_decay)
+                if plan.objective is LocalObjective.PROXIMAL and plan.proximal_mu:
+                    grad.add_(flat - global_params, alpha=plan.proximal_mu)
+                if correction is not None:
+                    grad.add_(correction)
+                step = grad
+                if velocity is not None:
+                    velocity.mul_(plan.momentum).add_(grad)
+                    step = velocity
+                flat.add_(step, alpha=-plan.lr)
+            loss_total += loss.detach()
+            steps += 1
+            if steps >= total_steps:
+                break
+    return LocalResult(float(loss_total) / max(steps, 1), steps)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    loss_sum: float
+    correct: int
+    num_examples: int
+
+
+def evaluate_model(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> EvalResult:
+    """Summed cross-entropy and correct predictions over (x, y)."""
+    n = int(x.shape[0])
+    if n == 0:
+        return EvalResult(0.0, 0, 0)
+    module.eval()
+    loss_sum = 0.0
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            logits = module(x[start : start + batch])
+            target = y[start : start + batch]
+            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == target).sum())
+    return EvalResult(loss_sum, correct, n)

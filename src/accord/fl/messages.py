@@ -1,0 +1,81 @@
+"""Typed messages between the coordinator and the nodes.
+
+Requests go from the coordinator to a node; releases come back. A release states what it
+is (its kind), whom it is for and which round it belongs to, so the gate can check it and
+the transport can count its bytes. Models travel as one flat float32 vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import torch
+
+COORDINATOR = "coordinator"
+
+
+class ReleaseKind(StrEnum):
+    """What a release carries; the gate refuses any other kind."""
+
+    UPDATE = "update"
+    """A model update (delta to the global model) and its row count."""
+    METRICS = "metrics"
+    """Evaluation metrics on the node's own test split, and its row count."""
+    ROW_COUNT = "row_count"
+    LABEL_HISTOGRAM = "label_histogram"
+
+
+def tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+@dataclass(frozen=True, slots=True)
+class TrainRequest:
+    """Train on your data from ``global_params`` and release the update."""
+
+    job_id: str
+    round: int
+    global_params: torch.Tensor
+    lr: float
+    extras: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    """Strategy state the node needs, e.g. SCAFFOLD's server control variate ``c``."""
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes({"global": self.global_params, **self.extras})
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluateRequest:
+    """Evaluate ``params`` on your own test split and release the metrics."""
+
+    job_id: str
+    round: int
+    params: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return self.params.numel() * self.params.element_size()
+
+
+Request = TrainRequest | EvaluateRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Data-derived values that a node intends to send; only its gate may seal them."""
+
+    kind: ReleaseKind
+    job_id: str
+    round: int
+    sender: str
+    recipient: str
+    tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    scalars: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes that would cross the network: tensors plus 8 bytes per scalar."""
+        return tensor_bytes(self.tensors) + 8 * len(self.scalars)

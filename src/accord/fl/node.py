@@ -1,0 +1,160 @@
+"""A node: one party's side of a job. It trains and evaluates on its own data only.
+
+Whatever the node sends back leaves through its :class:`ReleaseGate`. The same object
+serves simulation (in-process transport) and deployment (network transport).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from accord.data.federation import PartyData
+from accord.errors import InputError
+from accord.fl.gate import ReleaseGate, SealedRelease
+from accord.fl.local_training import LocalPlan, evaluate_model, train_local
+from accord.fl.messages import COORDINATOR, EvaluateRequest, Release, ReleaseKind, Request, TrainRequest
+from accord.fl.node_home import NodeHome
+from accord.fl.strategies.base import LocalObjective
+from accord.models.flat import FlatModel
+from accord.transport.base import NodeEndpoint
+
+# Tags that keep the seed-derived streams of different purposes apart.
+SEED_TAG_SHUFFLE = 4
+
+CustomTrain = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]], float]
+CustomEvaluate = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """What a node takes from the job (it trusts nothing else the coordinator says)."""
+
+    job_id: str
+    seed: int
+    party_index: int
+    plan: LocalPlan
+    shuffle: bool
+
+
+class Node:
+    """Answers train and evaluate requests through its release gate."""
+
+    def __init__(
+        self,
+        party: str,
+        data: PartyData,
+        model: FlatModel,
+        home: NodeHome,
+        config: NodeConfig,
+        custom_train: CustomTrain | None = None,
+        custom_evaluate: CustomEvaluate | None = None,
+    ) -> None:
+        if len(data.y_train) == 0:
+            raise InputError(f"party {party!r} has no training rows; check its data")
+        self.party = party
+        self.home = home
+        self.config = config
+        self.model = model
+        self.gate = ReleaseGate(party)
+        self.x_train = torch.from_numpy(np.ascontiguousarray(data.x_train))
+        self.y_train = torch.from_numpy(np.ascontiguousarray(data.y_train))
+        self.x_test = torch.from_numpy(np.ascontiguousarray(data.x_test))
+        self.y_test = torch.from_numpy(np.ascontiguousarray(data.y_test))
+        self.custom_train = custom_train
+        self.custom_evaluate = custom_evaluate
+        if custom_train is not None and config.plan.objective is not LocalObjective.PLAIN:
+            raise InputError(
+                f"strategy needs the {config.plan.objective.value} local objective, which a "
+                "task's own train() cannot apply; use fedavg, fedavgm or an adaptive strategy"
+            )
+
+    def endpoint(self) -> NodeEndpoint:
+        return NodeEndpoint(self.party, self.handle, self.gate.unseal)
+
+    def handle(self, request: Request) -> SealedRelease:
+        if isinstance(request, TrainRequest):
+            return self._train(request)
+        if isinstance(request, EvaluateRequest):
+            return self._evaluate(request)
+        raise InputError(f"node {self.party!r}: unknown request {type(request).__name__}")
+
+    def _check_job(self, job_id: str) -> None:
+        if job_id != self.config.job_id:
+            raise InputError(
+                f"node {self.party!r}: request for job {job_id}, this node runs {self.config.job_id}"
+            )
+
+    def _train(self, request: TrainRequest) -> SealedRelease:
+        self._check_job(request.job_id)
+        cfg = self.config
+        self.model.load(request.global_params)
+        plan = replace(cfg.plan, lr=request.lr)
+        control_delta: torch.Tensor | None = None
+        if self.custom_train is not None:
+            settings = {"lr": plan.lr, "epochs": plan.epochs, "steps": plan.steps,
+                        "batch_size": plan.batch_size, "round": request.round}
+            mean_loss = float(self.custom_train(self.model.module, self.x_train, self.y_train, settings))
+            self.model.restore_grad_views()
+            steps = 0
+        else:
+            rng = (
+                np.random.default_rng([cfg.seed, SEED_TAG_SHUFFLE, cfg.party_index, request.round])
+                if cfg.shuffle
+                else None
+            )
+            correction = None
+            if plan.objective is LocalObjective.SCAFFOLD:
+                own_control = self._own_control(request.round, request.global_params)
+                correction = request.extras["control"] - own_control
+            result = train_local(
+                self.model, self.x_train, self.y_train, plan,
+                global_params=request.global_params, shuffle_rng=rng, correction=correction,
+            )
+            mean_loss, steps = result.mean_loss, result.steps
+            delta_so_far = self.model.flat - request.global_params
+            if plan.objective is LocalObjective.SCAFFOLD:
+                # Option II: c_i+ = c_i - c + (x - y) / (K lr)
+                new_control = own_control - request.extras["control"] - delta_so_far / (steps * plan.lr)
+                control_delta = new_control - own_control
+                self.home.save_round_state(cfg.job_id, request.round, {"control": new_control})
+        tensors = {"delta": self.model.flat - request.global_params}
+        if control_delta is not None:
+            tensors["control_delta"] = control_delta
+        release = Release(
+            kind=ReleaseKind.UPDATE, job_id=cfg.job_id, round=request.round, sender=self.party,
+            recipient=COORDINATOR, tensors=tensors,
+            scalars={"num_examples": float(len(self.y_train)), "train_loss": mean_loss,
+                     "steps": float(steps)},
+        )
+        return self.gate.release(release)
+
+    def _own_control(self, round_number: int, like: torch.Tensor) -> torch.Tensor:
+        """SCAFFOLD's c_i as of the round before this one (zero at first)."""
+        state = self.home.load_state_before(self.config.job_id, round_number)
+        if state is None:
+            return torch.zeros_like(like)
+        return state["control"]
+
+    def _evaluate(self, request: EvaluateRequest) -> SealedRelease:
+        self._check_job(request.job_id)
+        self.model.load(request.params)
+        n = len(self.y_test)
+        if self.custom_evaluate is not None and n:
+            metrics = self.custom_evaluate(self.model.module, self.x_test, self.y_test)
+            scalars = {"num_examples": float(n), "loss": float(metrics["loss"]),
+                       "accuracy": float(metrics["accuracy"])}
+        else:
+            result = evaluate_model(self.model.module, self.x_test, self.y_test)
+            scalars = {"num_examples": float(n),
+                       "loss": result.loss_sum / n if n else 0.0,
+                       "accuracy": result.correct / n if n else 0.0}
+        release = Release(
+            kind=ReleaseKind.METRICS, job_id=self.config.job_id, round=request.round,
+            sender=self.party, recipient=COORDINATOR, scalars=scalars,
+        )
+        return self.gate.release(release)

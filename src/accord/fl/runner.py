@@ -1,0 +1,112 @@
+"""``accord run``: build a simulation from a job file, run it, write the run folder."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accord.errors import InputError
+from accord.fl.coordinator import RunResult
+from accord.fl.run_dir import RunDir
+from accord.fl.simulation import Simulation, build_simulation
+from accord.job import Job, dump_job_toml, load_job, resolve_path
+
+
+def _abs(value: str | None, base_dir: Path) -> str | None:
+    return None if value is None else str(resolve_path(value, base_dir).resolve())
+
+
+def absolutize(job: Job, base_dir: Path) -> Job:
+    """The job with every path made absolute, so the copy in the run folder runs as is."""
+    data = job.data
+    parties = [
+        p.model_copy(update={k: _abs(getattr(p, k), base_dir) for k in ("path", "images", "labels")})
+        for p in data.parties
+    ]
+    data = data.model_copy(
+        update={
+            **{k: _abs(getattr(data, k), base_dir)
+               for k in ("path", "images", "labels", "test_images", "test_labels")},
+            "parties": parties,
+        }
+    )
+    model = job.model.model_copy(
+        update={"task_dir": _abs(job.model.task_dir, base_dir), "initial": _abs(job.model.initial, base_dir)}
+    )
+    nodes = {
+        name: settings.model_copy(update={"home": _abs(settings.home, base_dir)})
+        for name, settings in job.nodes.items()
+    }
+    return job.model_copy(update={"data": data, "model": model, "nodes": nodes})
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    run_dir: RunDir
+    simulation: Simulation
+    result: RunResult
+
+
+def prepare_run(
+    job_path: Path, out: Path | None, resume: bool, homes_root: Path | None, replace: bool = False
+) -> tuple[Simulation, RunDir]:
+    """Validate the job and load all data before anything is written."""
+    job = absolutize(load_job(job_path), job_path.resolve().parent)
+    run_dir = RunDir(out if out is not None else Path("runs") / job.job.name)
+    if resume:
+        if not run_dir.path.exists():
+            raise InputError(f"{run_dir.path}: no such run folder to resume")
+    elif run_dir.path.exists() and any(run_dir.path.iterdir()) and not replace:
+        raise InputError(
+            f"{run_dir.path}: run folder exists; pass --resume to continue it or --out DIR "
+            "for a new one"
+        )
+    simulation = build_simulation(job, job_path.resolve().parent, homes_root, run_dir)
+    homes = [node.home.path.resolve() for node in simulation.nodes]
+    target = run_dir.path.resolve()
+    for home in homes:
+        if home == target or target in home.parents:
+            raise InputError(f"node home {home} is inside the run folder {target}; move it out")
+    return simulation, run_dir
+
+
+def execute_run(
+    simulation: Simulation,
+    run_dir: RunDir,
+    resume: bool,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    replace: bool = False,
+) -> RunOutcome:
+    coordinator = simulation.coordinator
+    if resume:
+        coordinator.restore(run_dir.load_checkpoint(simulation.job_id))
+    else:
+        if replace and run_dir.path.exists():
+            shutil.rmtree(run_dir.path)
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.write_job(dump_job_toml(simulation.job))
+    result = coordinator.run(on_round)
+    named = simulation.model.state_dict(result.params)
+    run_dir.write_model(
+        named,
+        {"job_id": simulation.job_id, "rounds": str(coordinator.completed_rounds),
+         "model_kind": simulation.job.model.kind},
+    )
+    from accord.report.html import write_report
+
+    write_report(run_dir)
+    return RunOutcome(run_dir, simulation, result)
+
+
+def run_job(
+    job_path: Path,
+    out: Path | None = None,
+    resume: bool = False,
+    homes_root: Path | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> RunOutcome:
+    simulation, run_dir = prepare_run(job_path, out, resume, homes_root)
+    return execute_run(simulation, run_dir, resume, on_round)

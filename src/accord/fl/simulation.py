@@ -1,0 +1,190 @@
+"""Simulation: every party's node, the coordinator and an in-process transport.
+
+The coordinator and node objects are the ones a deployment uses; only the transport
+differs. Nodes in one process run one at a time, so they share one scratch model (each
+request loads the parameters it carries); their data, gate and home stay their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from accord.data.federation import FederatedData, PartyData, build_federated_data
+from accord.errors import JobFileError
+from accord.fileio import load_tensors
+from accord.fl.coordinator import Coordinator, ServerEvaluator
+from accord.fl.local_training import LocalPlan, evaluate_model
+from accord.fl.node import CustomEvaluate, CustomTrain, Node, NodeConfig
+from accord.fl.node_home import NodeHome, default_home
+from accord.fl.run_dir import RunDir
+from accord.fl.strategies import build_strategy
+from accord.fl.strategies.base import LocalObjective
+from accord.job import Job, resolve_path
+from accord.models.builtin import build_builtin_model
+from accord.models.flat import FlatModel
+from accord.transport.inprocess import InProcessTransport
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """How to build the job's model, with the user's task code where it has one."""
+
+    build: Callable[[], torch.nn.Module]
+    custom_train: CustomTrain | None
+    custom_evaluate: CustomEvaluate | None
+
+
+def model_spec(job: Job, base_dir: Path, input_shape: tuple[int, ...], num_classes: int) -> ModelSpec:
+    cfg = job.model
+    if cfg.kind == "custom":
+        from accord.models.task_code import load_task
+
+        assert cfg.task_dir is not None and cfg.task_hash is not None
+        task = load_task(resolve_path(cfg.task_dir, base_dir), cfg.task_hash)
+        return ModelSpec(
+            lambda: task.build_model(input_shape, num_classes), task.train, task.evaluate
+        )
+    hidden, channels, groups = tuple(cfg.hidden), tuple(cfg.channels), cfg.groups
+    return ModelSpec(
+        lambda: build_builtin_model(
+            cfg.kind, input_shape, num_classes, hidden=hidden, channels=channels, groups=groups
+        ),
+        None,
+        None,
+    )
+
+
+def initial_model(job: Job, base_dir: Path, spec: ModelSpec) -> FlatModel:
+    """The model initialised from the job seed, or from ``model.initial``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(job.job.seed)
+        model = FlatModel(spec.build())
+    if job.model.initial is not None:
+        path = resolve_path(job.model.initial, base_dir)
+        if not path.exists():
+            raise JobFileError(f"model.initial: {path} not found")
+        try:
+            state = load_tensors(path)
+        except Exception as exc:  # safetensors raises its own error types
+            raise JobFileError(f"model.initial: {path} is not a safetensors file ({exc})") from None
+        model.load(model.vector_from_state_dict(state, f"model.initial {path}"))
+    return model
+
+
+def local_plan(job: Job, objective: LocalObjective) -> LocalPlan:
+    t = job.training
+    return LocalPlan(
+        epochs=t.local_epochs,
+        steps=t.local_steps,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
+        objective=objective,
+        proximal_mu=job.strategy.proximal_mu,
+    )
+
+
+def node_home_for(job: Job, party: str, homes_root: Path | None, base_dir: Path) -> NodeHome:
+    settings = job.nodes.get(party)
+    if settings is not None and settings.home is not None:
+        return NodeHome(resolve_path(settings.home, base_dir), party)
+    if homes_root is not None:
+        return NodeHome(homes_root / party, party)
+    return NodeHome(default_home(party), party)
+
+
+@dataclass
+class Simulation:
+    job: Job
+    job_id: str
+    data: FederatedData
+    coordinator: Coordinator
+    nodes: list[Node]
+    model: FlatModel
+    spec: ModelSpec
+    initial: torch.Tensor
+
+
+def make_server_evaluator(model: FlatModel, data: FederatedData) -> ServerEvaluator | None:
+    """The simulation-only coordinator test set, evaluated on the coordinator's side."""
+    if data.server_test is None:
+        return None
+    x = torch.from_numpy(np.ascontiguousarray(data.server_test[0]))
+    y = torch.from_numpy(np.ascontiguousarray(data.server_test[1]))
+
+    def evaluate(params: torch.Tensor) -> dict[str, float]:
+        model.load(params)
+        result = evaluate_model(model.module, x, y)
+        return {
+            "num_examples": float(result.num_examples),
+            "loss": result.loss_sum / max(result.num_examples, 1),
+            "accuracy": result.correct / max(result.num_examples, 1),
+        }
+
+    return evaluate
+
+
+def build_nodes(
+    job: Job,
+    job_id: str,
+    parties: Sequence[PartyData],
+    model: FlatModel,
+    spec: ModelSpec,
+    plan: LocalPlan,
+    homes_root: Path | None,
+    base_dir: Path,
+) -> list[Node]:
+    return [
+        Node(
+            party=party.name,
+            data=party,
+            model=model,
+            home=node_home_for(job, party.name, homes_root, base_dir),
+            config=NodeConfig(job_id, job.job.seed, index, plan, job.training.shuffle),
+            custom_train=spec.custom_train,
+            custom_evaluate=spec.custom_evaluate,
+        )
+        for index, party in enumerate(parties)
+    ]
+
+
+def build_simulation(
+    job: Job,
+    base_dir: Path,
+    homes_root: Path | None = None,
+    run_dir: RunDir | None = None,
+    data: FederatedData | None = None,
+) -> Simulation:
+    """Load every party's data, build the nodes and the coordinator (writes nothing)."""
+    if job.job.threads is not None:
+        torch.set_num_threads(job.job.threads)
+    if data is None:
+        data = build_federated_data(job.data, job.job.seed, base_dir)
+    names = [p.name for p in data.parties]
+    unknown = sorted(set(job.nodes) - set(names))
+    if unknown:
+        raise JobFileError(f"nodes: {unknown} are not parties of this job (parties: {names})")
+    if job.sampling.min_parties > len(names):
+        raise JobFileError(
+            f"sampling.min_parties = {job.sampling.min_parties} but the job has {len(names)} parties"
+        )
+    spec = model_spec(job, base_dir, data.input_shape, data.num_classes)
+    job_id = job.job_id()
+    model = initial_model(job, base_dir, spec)
+    initial = model.flat.clone()
+    strategy = build_strategy(job.strategy, len(names))
+    nodes = build_nodes(
+        job, job_id, data.parties, model, spec, local_plan(job, strategy.objective), homes_root, base_dir
+    )
+    transport = InProcessTransport(node.endpoint() for node in nodes)
+    coordinator = Coordinator(
+        job, job_id, names, transport, strategy, initial, run_dir,
+        make_server_evaluator(model, data),
+    )
+    return Simulation(job, job_id, data, coordinator, nodes, model, spec, initial)

@@ -1,0 +1,230 @@
+"""The job file: its schema, loading, and one-line errors that name the key at fault.
+
+A job is a TOML file. Every section refuses unknown keys (a misspelt key is an error,
+never silently ignored); relative paths are resolved against the job file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from accord.data.config import DataConfig
+from accord.errors import JobFileError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+STRATEGY_NAMES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold")
+StrategyName = Literal["fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold"]
+
+
+class JobSection(BaseModel):
+    model_config = _STRICT
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    seed: int = 0
+    rounds: int = Field(ge=1, le=100_000)
+    threads: int | None = Field(default=None, ge=1, le=256)
+    """torch's intra-op thread count; bit-for-bit reproducibility needs the same count."""
+
+
+class ModelConfig(BaseModel):
+    model_config = _STRICT
+    kind: Literal["logreg", "mlp", "cnn", "custom"]
+    hidden: list[int] = Field(default_factory=lambda: [64])
+    channels: list[int] = Field(default_factory=lambda: [16, 32])
+    groups: int = Field(default=4, ge=1)
+    task_dir: str | None = None
+    task_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    initial: str | None = None
+    """A safetensors file with the initial weights (default: initialise from the job seed)."""
+
+    @model_validator(mode="after")
+    def _custom_needs_task(self) -> ModelConfig:
+        if self.kind == "custom" and (self.task_dir is None or self.task_hash is None):
+            raise ValueError("model.kind = 'custom' needs model.task_dir and model.task_hash")
+        if self.kind != "custom" and self.task_dir is not None:
+            raise ValueError("model.task_dir is only for model.kind = 'custom'")
+        return self
+
+
+class StrategyConfig(BaseModel):
+    """Options shared by every strategy; each strategy reads the ones it needs."""
+
+    model_config = _STRICT
+    name: StrategyName = "fedavg"
+    server_lr: float | None = Field(default=None, gt=0)
+    """Server learning rate; default 1.0 for averaging strategies, 0.1 for adaptive ones."""
+    server_momentum: float = Field(default=0.9, ge=0, lt=1)
+    proximal_mu: float = Field(default=0.01, ge=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    tau: float = Field(default=1e-3, gt=0)
+    """Adaptivity (epsilon) of FedAdam, FedYogi and FedAdagrad (Reddi et al. 2021)."""
+
+
+class SamplingConfig(BaseModel):
+    model_config = _STRICT
+    mode: Literal["all", "poisson", "count"] = "all"
+    rate: float | None = Field(default=None, gt=0, le=1)
+    count: int | None = Field(default=None, ge=1)
+    min_parties: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> SamplingConfig:
+        if self.mode == "poisson" and self.rate is None:
+            raise ValueError("sampling.mode = 'poisson' needs sampling.rate")
+        if self.mode == "count" and self.count is None:
+            raise ValueError("sampling.mode = 'count' needs sampling.count")
+        return self
+
+
+class TrainingConfig(BaseModel):
+    model_config = _STRICT
+    local_epochs: int | None = Field(default=1, ge=1)
+    local_steps: int | None = Field(default=None, ge=1)
+    """Steps instead of epochs: set local_steps and leave local_epochs out."""
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    shuffle: bool = True
+    lr_schedule: Literal["constant", "step", "exponential", "cosine"] = "constant"
+    lr_gamma: float = Field(default=0.5, gt=0, le=1)
+    lr_step_rounds: int = Field(default=10, ge=1)
+    lr_min: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_replace_epochs(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("local_steps") is not None:
+            if values.get("local_epochs") is not None:
+                raise ValueError("set training.local_epochs or training.local_steps, not both")
+            values = {**values, "local_epochs": None}
+        return values
+
+    def lr_at(self, round_number: int, rounds: int) -> float:
+        """The local learning rate in round ``round_number`` (1-based) of ``rounds``."""
+        import math
+
+        done = round_number - 1
+        if self.lr_schedule == "step":
+            return self.lr * self.lr_gamma ** (done // self.lr_step_rounds)
+        if self.lr_schedule == "exponential":
+            return self.lr * self.lr_gamma**done
+        if self.lr_schedule == "cosine":
+            span = max(rounds - 1, 1)
+            return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * done / span))
+        return self.lr
+
+
+class EvaluationConfig(BaseModel):
+    model_config = _STRICT
+    every: int = Field(default=1, ge=1)
+    """Evaluate every N rounds (and always after the last)."""
+    federated: bool = True
+    """Each node evaluates the global model on its own test split and releases metrics."""
+
+
+class NodeSettings(BaseModel):
+    model_config = _STRICT
+    home: str | None = None
+
+
+class Job(BaseModel):
+    model_config = _STRICT
+    job: JobSection
+    data: DataConfig
+    model: ModelConfig
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    nodes: dict[str, NodeSettings] = Field(default_factory=dict)
+    """Per-party node settings in simulation, e.g. ``[nodes.cleveland] home = "..."``."""
+
+    def job_id(self) -> str:
+        """A stable id: SHA-256 of the job's canonical JSON, first 16 hex digits."""
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
+    """One line for pydantic's first error: the dotted key, what is wrong, a suggestion."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent: Any = raw
+        for part in loc[:-1]:
+            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
+        return f"{key}: unknown key; {hint}"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "literal_error" or "input" not in error:
+        return f"{key}: {message}"
+    return f"{key}: {message} (got {error['input']!r})"
+
+
+def _allowed_keys(path: list[str]) -> list[str]:
+    model: Any = Job
+    for part in path:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return sorted(
+        (info.alias or name) for name, info in model.model_fields.items()
+    )
+
+
+def parse_job(raw: dict[str, Any], source: str) -> Job:
+    """Validate a parsed TOML document; errors become one :class:`JobFileError` line."""
+    try:
+        return Job.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = exc.error_count() - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise JobFileError(f"{source}: {_describe(dict(first), raw)}{suffix}") from None
+
+
+def load_job(path: Path) -> Job:
+    """Read and validate a job file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobFileError(f"{path}: job file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobFileError(f"{path}: cannot read the job file ({exc})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise JobFileError(f"{path}: not valid TOML ({exc})") from None
+    return parse_job(raw, str(path))
+
+
+def resolve_path(value: str, base_dir: Path) -> Path:
+    """A path from the job file, relative to the job file's folder."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def dump_job_toml(job: Job) -> str:
+    """The resolved job as TOML (written into the run folder)."""
+    import tomli_w
+
+    data = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return tomli_w.dumps(data)

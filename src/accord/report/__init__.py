@@ -1,0 +1,1 @@
+"""Run reports: plots (matplotlib PNGs) and a self-contained HTML page."""

@@ -77,6 +77,15 @@ def demo(out: Path, node_homes: Path | None) -> None:
     run_demo(out, node_homes)
 
 
+@app.command("task-hash")
+@click.argument("task_dir", type=click.Path(path_type=Path, file_okay=False))
+def task_hash(task_dir: Path) -> None:
+    """Print the hash of TASK_DIR, for model.task_hash in a job file."""
+    from accord.models.task_code import task_code_hash
+
+    print(task_code_hash(task_dir))
+
+
 def main() -> None:
     run_guarded(lambda: app.main(args=sys.argv[1:], prog_name="accord", standalone_mode=False))
 

@@ -151,7 +151,7 @@ class _Encoder:
         if row is not None:
             shown = col.shown[int(col.codes[row])]
             self.fail(
-                f"{self.where(col, row)}: value {shown} is outside [{spec.min}, {spec.max}]; "
+                f"{self.where(col, row)}: value {shown} is outside [{low:g}, {high:g}]; "
                 "fix the row or change min/max in data.schema.columns"
             )
         return values
@@ -220,7 +220,11 @@ class _Encoder:
             return values[col.codes].astype(np.float32).reshape(-1, 1)
         assert spec.levels is not None
         index = self.check_levels(
-            col, spec.levels, missing, f"column '{col.name}'", "add it to levels"
+            col,
+            spec.levels,
+            missing,
+            f"column '{col.name}'",
+            "add it to the column's levels in data.schema.columns",
         )
         if const is not None:
             index = np.where(missing, spec.levels.index(_level_of(spec, const)), index)
@@ -237,8 +241,8 @@ class _Encoder:
                 col,
                 label.classes,
                 missing,
-                f"label column '{col.name}'",
-                "label out of range: add it to data.schema.label.classes",
+                f"label out of range: label column '{col.name}'",
+                "add it to data.schema.label.classes",
             )
             return index[col.codes].astype(np.int64)
         assert label.binarize_above is not None

@@ -55,9 +55,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 try:
-    import flwr  # noqa: E402
-    import ray  # noqa: E402
-    from flwr.app import (  # noqa: E402
+    import flwr
+    import ray
+    from flwr.app import (
         ArrayRecord,
         ConfigRecord,
         Context,
@@ -65,10 +65,10 @@ try:
         MetricRecord,
         RecordDict,
     )
-    from flwr.clientapp import ClientApp  # noqa: E402
-    from flwr.serverapp import Grid, ServerApp  # noqa: E402
-    from flwr.serverapp.strategy import FedAvg  # noqa: E402
-    from flwr.simulation import run_simulation  # noqa: E402
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAvg
+    from flwr.simulation import run_simulation
 except ImportError:  # run with the wrong interpreter, e.g. by `make bench`
     if __name__ == "__main__" and len(sys.argv) == 1:
         print("bench/_flower_child.py: helper of bench/sim_vs_flower.py; run that instead")

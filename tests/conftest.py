@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from accord.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -52,7 +56,9 @@ shuffle = true
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Default node homes (~/.accord/nodes) go to a temporary HOME, never the user's."""
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
 
@@ -63,7 +69,11 @@ def write_job(tmp_path: Path) -> JobWriter:
 
     def write(text: str | None = None, name: str = "job.toml", **fields: object) -> Path:
         values: dict[str, object] = {
-            "seed": 0, "rounds": 3, "model": "mlp", "strategy": "fedavg", "sampling": "all",
+            "seed": 0,
+            "rounds": 3,
+            "model": "mlp",
+            "strategy": "fedavg",
+            "sampling": "all",
         }
         values.update(fields)
         path = tmp_path / name
@@ -79,3 +89,27 @@ def shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (tests that use ../shared/data skip without it)")
     return path
+
+
+# Run the ``accord`` command in-process, exactly as its entry point does.
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Invoke:
+    def run(*args: str) -> Result:
+        monkeypatch.setattr(sys, "argv", ["accord", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        captured = capsys.readouterr()
+        code = exit_info.value.code
+        return Result(code if isinstance(code, int) else 1, captured.out, captured.err)
+
+    return run

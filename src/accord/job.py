@@ -21,7 +21,9 @@ from accord.errors import JobFileError
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 STRATEGY_NAMES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold")
-StrategyName = Literal["fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold"]
+StrategyName = Literal[
+    "fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold"
+]
 
 
 class JobSection(BaseModel):
@@ -119,7 +121,9 @@ class TrainingConfig(BaseModel):
             return self.lr * self.lr_gamma**done
         if self.lr_schedule == "cosine":
             span = max(rounds - 1, 1)
-            return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * done / span))
+            return self.lr_min + 0.5 * (self.lr - self.lr_min) * (
+                1 + math.cos(math.pi * done / span)
+            )
         return self.lr
 
 
@@ -185,12 +189,12 @@ def _allowed_keys(path: list[str]) -> list[str]:
             return []
         annotation = field.annotation
         candidates = [annotation, *getattr(annotation, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if model is None:
             return []
-    return sorted(
-        (info.alias or name) for name, info in model.model_fields.items()
-    )
+    return sorted((info.alias or name) for name, info in model.model_fields.items())
 
 
 def parse_job(raw: dict[str, Any], source: str) -> Job:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Invoke
+from tests.conftest import Invoke
 
 CSV_JOB = """
 [job]
@@ -50,8 +50,15 @@ name = "{strategy}"
 GOOD_ROWS = ["age,dose,outcome"] + [f"{20 + i},{i % 5}.5,{i % 2}" for i in range(16)]
 
 
-def make_job(tmp_path: Path, *, south: list[str] | None = None, label: str = "outcome",
-             model: str = "logreg", strategy: str = "fedavg", extra: str = "") -> Path:
+def make_job(
+    tmp_path: Path,
+    *,
+    south: list[str] | None = None,
+    label: str = "outcome",
+    model: str = "logreg",
+    strategy: str = "fedavg",
+    extra: str = "",
+) -> Path:
     (tmp_path / "north.csv").write_text("\n".join(GOOD_ROWS) + "\n")
     (tmp_path / "south.csv").write_text("\n".join(south or GOOD_ROWS) + "\n")
     job = tmp_path / "job.toml"
@@ -60,7 +67,9 @@ def make_job(tmp_path: Path, *, south: list[str] | None = None, label: str = "ou
 
 
 def check_refused(invoke: Invoke, job: Path, out: Path, *needles: str) -> None:
-    result = invoke("run", str(job), "--out", str(out), "--quiet", "--node-homes", str(out.parent / "homes"))
+    result = invoke(
+        "run", str(job), "--out", str(out), "--quiet", "--node-homes", str(out.parent / "homes")
+    )
     assert result.code == 2, result.err
     lines = result.err.strip().splitlines()
     assert len(lines) == 1, result.err
@@ -72,8 +81,15 @@ def check_refused(invoke: Invoke, job: Path, out: Path, *needles: str) -> None:
 
 
 def test_the_good_job_runs(invoke: Invoke, tmp_path: Path) -> None:
-    result = invoke("run", str(make_job(tmp_path)), "--out", str(tmp_path / "run"), "--quiet",
-                    "--node-homes", str(tmp_path / "homes"))
+    result = invoke(
+        "run",
+        str(make_job(tmp_path)),
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--node-homes",
+        str(tmp_path / "homes"),
+    )
     assert result.code == 0, result.err
     assert (tmp_path / "run" / "model.safetensors").exists()
 
@@ -170,7 +186,9 @@ def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     job = make_job(tmp_path, label="diagnosis")
     proc = subprocess.run(
         [sys.executable, "-m", "accord", "run", str(job), "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

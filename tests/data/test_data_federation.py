@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from accord.data import DataConfig, FederatedData, PartyData, build_federated_data
-from accord.errors import DataError
+from accord.errors import DataError, JobFileError
 
 from .conftest import CsvWriter, IdxWriter
 
@@ -162,3 +162,9 @@ def test_missing_file_named(tmp_path: Path) -> None:
     cfg = _cfg(source="idx", images="nope.gz", labels="nope-lab.gz", partition={"parties": 1})
     with pytest.raises(DataError, match=r"nope.gz: not found"):
         build_federated_data(cfg, 0, tmp_path)
+
+
+def test_negative_seed_refused(tmp_path: Path) -> None:
+    cfg = _cfg(source="sklearn", name="wine", partition={"parties": 2})
+    with pytest.raises(JobFileError, match=r"job.seed = -1"):
+        build_federated_data(cfg, -1, tmp_path)

@@ -102,3 +102,13 @@ def test_shapes_must_be_images_and_labels(write_idx: IdxWriter) -> None:
     floats = write_idx("flab", np.zeros(3, dtype=np.float32))
     with pytest.raises(DataError, match=r"flab: labels must be integers"):
         load_idx_images_labels(images, floats)
+
+
+def test_fashion_mnist_when_installed() -> None:
+    folder = Path("/usr/share/datasets/fashion-mnist")
+    images, labels = folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz"
+    if not (images.is_file() and labels.is_file()):
+        pytest.skip(f"{folder} is absent (apt-get install dataset-fashion-mnist)")
+    x, y = load_idx_images_labels(images, labels)
+    assert x.shape == (10000, 1, 28, 28) and x.min() >= 0.0 and x.max() <= 1.0
+    assert np.bincount(y).tolist() == [1000] * 10

@@ -203,3 +203,19 @@ def test_encode_table_names_its_source(small_schema: TableSchema) -> None:
     df = pd.DataFrame({"age": ["1"], "color": ["r"]})
     with pytest.raises(DataError, match=r"^party-a: label column 'y' not found"):
         encode_table(df, small_schema, "party-a")
+
+
+def test_parquet_missing_column_and_corrupt_file(tmp_path: Path, small_schema: TableSchema) -> None:
+    import pandas as pd
+
+    path = tmp_path / "t.pq"
+    pd.DataFrame({"age": [1.0], "colour": ["r"], "y": ["no"]}).to_parquet(path)
+    _fails(path, small_schema, "t.pq: column 'color' not found", "colour")
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    _fails(broken, small_schema, "broken.parquet", "cannot read as Parquet")
+
+
+def test_empty_categorical_cell_is_named(write_csv: CsvWriter, small_schema: TableSchema) -> None:
+    rows = [*GOOD, [4, 20, "", "no"]]
+    _fails(write_csv("t.csv", HEADER, rows), small_schema, "'color' row 4 is empty", 'list ""')

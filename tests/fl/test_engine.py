@@ -34,8 +34,10 @@ def test_same_job_seed_and_secrets_give_bit_for_bit_equal_models(
     first = final_params(job_file, tmp_path / "homes-1")
     second = final_params(job_file, tmp_path / "homes-2")
     assert torch.equal(first, second)
-    other_seed = final_params(write_job(strategy=strategy, sampling="poisson", rounds=4, seed=1,
-                                        name="seed1.toml"), tmp_path / "homes-3")
+    other_seed = final_params(
+        write_job(strategy=strategy, sampling="poisson", rounds=4, seed=1, name="seed1.toml"),
+        tmp_path / "homes-3",
+    )
     assert not torch.equal(first, other_seed)
 
 
@@ -44,7 +46,9 @@ class _Crash(Exception):
 
 
 @pytest.mark.parametrize("strategy", ["scaffold", "fedadam"])
-def test_resume_equals_an_uninterrupted_run(write_job: JobWriter, tmp_path: Path, strategy: str) -> None:
+def test_resume_equals_an_uninterrupted_run(
+    write_job: JobWriter, tmp_path: Path, strategy: str
+) -> None:
     job_file = write_job(strategy=strategy, sampling="poisson", rounds=6)
     straight = final_params(job_file, tmp_path / "homes-straight")
 
@@ -67,8 +71,14 @@ def test_resume_equals_an_uninterrupted_run(write_job: JobWriter, tmp_path: Path
     assert run_dir.model_file.exists() and run_dir.report_file.exists()
 
 
-def test_a_round_with_fewer_parties_than_min_parties_fails_cleanly(write_job: JobWriter, tmp_path: Path) -> None:
-    text = write_job(sampling="poisson").read_text().replace("rate = 0.75\nmin_parties = 1", "rate = 0.01\nmin_parties = 2")
+def test_a_round_with_fewer_parties_than_min_parties_fails_cleanly(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    text = (
+        write_job(sampling="poisson")
+        .read_text()
+        .replace("rate = 0.75\nmin_parties = 1", "rate = 0.01\nmin_parties = 2")
+    )
     job_file = write_job(text, name="strict.toml")
     with pytest.raises(TooFewPartiesError, match="min_parties = 2"):
         final_params(job_file, tmp_path / "homes")
@@ -95,22 +105,36 @@ def test_round_records_metrics_bytes_and_phase_times(write_job: JobWriter, tmp_p
 
 def test_metrics_are_combined_in_party_order_weighted_by_rows() -> None:
     def metrics(sender: str, n: float, acc: float) -> Release:
-        return Release(ReleaseKind.METRICS, "j", 1, sender, COORDINATOR,
-                       scalars={"num_examples": n, "loss": 1 - acc, "accuracy": acc})
+        return Release(
+            ReleaseKind.METRICS,
+            "j",
+            1,
+            sender,
+            COORDINATOR,
+            scalars={"num_examples": n, "loss": 1 - acc, "accuracy": acc},
+        )
 
     combined = combine_metrics([metrics("a", 30, 0.9), metrics("b", 10, 0.5)])
-    assert combined == {"num_examples": 40, "loss": pytest.approx(0.2), "accuracy": pytest.approx(0.8)}
+    assert combined == {
+        "num_examples": 40,
+        "loss": pytest.approx(0.2),
+        "accuracy": pytest.approx(0.8),
+    }
 
 
 @pytest.mark.parametrize("strategy", ["fedavgm", "fedprox", "fedyogi", "fedadagrad"])
-def test_every_strategy_trains_a_useful_model(write_job: JobWriter, tmp_path: Path, strategy: str) -> None:
+def test_every_strategy_trains_a_useful_model(
+    write_job: JobWriter, tmp_path: Path, strategy: str
+) -> None:
     job = load_job(write_job(strategy=strategy, rounds=5, model="logreg"))
     simulation = build_simulation(job, tmp_path, tmp_path / "homes")
     records = simulation.coordinator.run().records
     assert records[-1]["federated"]["accuracy"] > 0.85
 
 
-def test_scaffold_keeps_its_control_variate_in_the_node_home(write_job: JobWriter, tmp_path: Path) -> None:
+def test_scaffold_keeps_its_control_variate_in_the_node_home(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
     job = load_job(write_job(strategy="scaffold", rounds=3))
     simulation = build_simulation(job, tmp_path, tmp_path / "homes")
     simulation.coordinator.run()
@@ -120,7 +144,9 @@ def test_scaffold_keeps_its_control_variate_in_the_node_home(write_job: JobWrite
 
 
 def test_run_folder_contents(write_job: JobWriter, tmp_path: Path) -> None:
-    simulation, run_dir = prepare_run(write_job(rounds=2), tmp_path / "run", False, tmp_path / "homes")
+    simulation, run_dir = prepare_run(
+        write_job(rounds=2), tmp_path / "run", False, tmp_path / "homes"
+    )
     execute_run(simulation, run_dir, False)
     names = {p.name for p in run_dir.path.iterdir()}
     assert {"job.toml", "metrics.jsonl", "model.safetensors", "report.html", "checkpoint"} <= names

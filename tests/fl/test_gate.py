@@ -62,7 +62,14 @@ def test_gate_refuses_wrong_sender_unknown_content_and_non_finite() -> None:
         gate.release(metrics_release(sender="b"))
     with pytest.raises(RefusedError, match="may not carry"):
         gate.release(metrics_release(raw_rows=3.0))
-    bad = Release(ReleaseKind.UPDATE, "job", 1, "a", COORDINATOR,
-                  tensors={"delta": torch.tensor([float("nan")])}, scalars={"num_examples": 1.0})
+    bad = Release(
+        ReleaseKind.UPDATE,
+        "job",
+        1,
+        "a",
+        COORDINATOR,
+        tensors={"delta": torch.tensor([float("nan")])},
+        scalars={"num_examples": 1.0},
+    )
     with pytest.raises(RefusedError, match="not finite"):
         gate.release(bad)

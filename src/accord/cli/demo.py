@@ -27,15 +27,24 @@ def run_demo(out: Path, homes_root: Path | None) -> None:
         outcome = execute_run(simulation, run_dir, False, on_round, replace=True)
     federated = evaluate_on_parties(simulation, outcome.result.params)
     table = Table(title="Each hospital alone vs. together (test accuracy)")
-    for column in ("hospital", "train rows", "test rows", "alone: own test",
-                   "alone: all tests", "federated: own test"):
+    for column in (
+        "hospital",
+        "train rows",
+        "test rows",
+        "alone: own test",
+        "alone: all tests",
+        "federated: own test",
+    ):
         table.add_column(column, justify="left" if column == "hospital" else "right")
     for party in simulation.data.parties:
         alone = evaluate_on_parties(simulation, train_alone(simulation, party.name))
         own = alone["per_party"][party.name]
         table.add_row(
-            party.name, str(len(party.y_train)), str(len(party.y_test)),
-            f"{own['accuracy']:.4f}", f"{alone['federated']['accuracy']:.4f}",
+            party.name,
+            str(len(party.y_train)),
+            str(len(party.y_test)),
+            f"{own['accuracy']:.4f}",
+            f"{alone['federated']['accuracy']:.4f}",
             f"{federated['per_party'][party.name]['accuracy']:.4f}",
         )
     console.print(table)

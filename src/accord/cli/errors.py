@@ -26,7 +26,9 @@ def run_guarded(entry: Callable[[], object]) -> NoReturn:
     try:
         entry()
     except AccordError as exc:
-        kind = {EXIT_BAD_INPUT: "error", EXIT_REFUSED: "refused"}.get(exc.exit_code, "internal error")
+        kind = {EXIT_BAD_INPUT: "error", EXIT_REFUSED: "refused"}.get(
+            exc.exit_code, "internal error"
+        )
         fail(f"{kind}: {exc}", exc.exit_code)
     except click.exceptions.Exit as exc:
         raise SystemExit(exc.exit_code) from None

@@ -30,8 +30,12 @@ def app() -> None:
 
 @app.command()
 @click.argument("job", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Run folder (default runs/<job name>).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Run folder (default runs/<job name>).",
+)
 @click.option("--resume", is_flag=True, help="Continue from the run folder's checkpoint.")
 @node_homes_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -67,8 +71,13 @@ def report(run_dir: Path) -> None:
 
 
 @app.command()
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/demo"),
-              show_default=True, help="Run folder (replaced).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("runs/demo"),
+    show_default=True,
+    help="Run folder (replaced).",
+)
 @node_homes_option
 def demo(out: Path, node_homes: Path | None) -> None:
     """Four hospitals train one model on non-IID shares of breast-cancer data."""

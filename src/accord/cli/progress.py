@@ -8,11 +8,19 @@ from typing import Any
 
 
 @contextmanager
-def round_progress(total_rounds: int, done: int, enabled: bool = True) -> Iterator[Callable[[dict[str, Any]], None]]:
+def round_progress(
+    total_rounds: int, done: int, enabled: bool = True
+) -> Iterator[Callable[[dict[str, Any]], None]]:
     if not enabled:
         yield lambda record: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (
         TextColumn("round"),

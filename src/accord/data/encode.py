@@ -4,13 +4,16 @@ Cells are compared by canonical key (see :func:`accord.data.schema.canonical`), 
 "1.0" and 1 are the same level and ``-9`` matches "-9.0". Every check works on the unique
 values of a column and maps back to rows: the Python work is per distinct value, not per
 cell. Row numbers in messages count data rows from 1 (the header line is not counted).
+
+Every non-missing cell is checked, including those of a row that the "drop" policy removes
+for a missing value elsewhere: a malformed value means a wrong file or schema either way.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -113,7 +116,7 @@ class _Encoder:
         self.features = [_Column.of(df[c.name], c.name) for c in schema.columns]
         self.label = _Column.of(df[schema.label.column], schema.label.column)
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str) -> NoReturn:
         raise DataError(f"{self.source}: {message}")
 
     def where(self, col: _Column, row: int) -> str:
@@ -164,6 +167,11 @@ class _Encoder:
         index = np.array([lookup.get(k, -1) for k in col.keys], dtype=np.intp)
         row = col.first_row((index < 0) & ~missing)
         if row is not None:
+            if col.keys[int(col.codes[row])] == EMPTY:
+                self.fail(
+                    f'{what} row {row + 1} is empty or NaN; list "" in '
+                    "data.schema.missing_values to treat such cells as missing"
+                )
             shown = col.shown[int(col.codes[row])]
             self.fail(f"{what} row {row + 1}: {shown!r} is not among {declared}; {fix}")
         return index

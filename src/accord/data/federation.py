@@ -20,7 +20,7 @@ from accord.data.partition import partition
 from accord.data.schema import TableSchema
 from accord.data.split import Standardizer, stratified_split
 from accord.data.tables import load_table, table_format
-from accord.errors import DataError
+from accord.errors import DataError, JobFileError
 
 FloatArray = npt.NDArray[np.float32]
 LabelArray = npt.NDArray[np.int64]
@@ -169,6 +169,9 @@ def build_federated_data(
     name the same parties; the order stays that of ``data.parties``); otherwise
     ``party_names``, else ``data.parties``' names, else ``party-1..party-N``.
     """
+    if seed < 0:
+        # numpy's SeedSequence refuses negative entries; say so in the job file's terms.
+        raise JobFileError(f"job.seed = {seed}: the seed must be >= 0")
     base = Path(base_dir)
     server_test: tuple[FloatArray, LabelArray] | None = None
     if cfg.natural:

@@ -38,9 +38,13 @@ def _train_single(sim: Simulation, party: PartyData, home: NodeHome, tag: str) -
     strategy = build_strategy(job.strategy, 1)
     plan = local_plan(job, strategy.objective)
     node = Node(
-        party.name, party, sim.model, home,
+        party.name,
+        party,
+        sim.model,
+        home,
         NodeConfig(job_id, job.job.seed, 0, plan, job.training.shuffle),
-        sim.spec.custom_train, sim.spec.custom_evaluate,
+        sim.spec.custom_train,
+        sim.spec.custom_evaluate,
     )
     coordinator = Coordinator(
         job, job_id, [party.name], InProcessTransport([node.endpoint()]), strategy, sim.initial

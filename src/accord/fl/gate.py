@@ -21,7 +21,10 @@ from accord.fl.messages import Release, ReleaseKind
 
 # What each kind must carry; a release with anything else is refused, not forwarded.
 _ALLOWED_CONTENT: Mapping[ReleaseKind, tuple[frozenset[str], frozenset[str]]] = {
-    ReleaseKind.UPDATE: (frozenset({"delta", "control_delta"}), frozenset({"num_examples", "train_loss", "steps"})),
+    ReleaseKind.UPDATE: (
+        frozenset({"delta", "control_delta"}),
+        frozenset({"num_examples", "train_loss", "steps"}),
+    ),
     ReleaseKind.METRICS: (frozenset(), frozenset({"num_examples", "loss", "accuracy"})),
     ReleaseKind.ROW_COUNT: (frozenset(), frozenset({"num_examples"})),
     ReleaseKind.LABEL_HISTOGRAM: (frozenset({"histogram"}), frozenset()),

@@ -70,7 +70,7 @@ def train_local(
         for index in _batches(n, plan.batch_size, order):
             grad.zero_()
             loss = F.cross_entropy(module(x[index]), y[index])
-            loss.backward()
+            torch.autograd.backward(loss)
             with torch.no_grad():
                 if plan.weight_decay:
                     grad.add_(flat, alpha=plan.weight_decay)
@@ -97,7 +97,9 @@ class EvalResult:
     num_examples: int
 
 
-def evaluate_model(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> EvalResult:
+def evaluate_model(
+    module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096
+) -> EvalResult:
     """Summed cross-entropy and correct predictions over (x, y)."""
     n = int(x.shape[0])
     if n == 0:

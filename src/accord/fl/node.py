@@ -17,7 +17,14 @@ from accord.data.federation import PartyData
 from accord.errors import InputError
 from accord.fl.gate import ReleaseGate, SealedRelease
 from accord.fl.local_training import LocalPlan, evaluate_model, train_local
-from accord.fl.messages import COORDINATOR, EvaluateRequest, Release, ReleaseKind, Request, TrainRequest
+from accord.fl.messages import (
+    COORDINATOR,
+    EvaluateRequest,
+    Release,
+    ReleaseKind,
+    Request,
+    TrainRequest,
+)
 from accord.fl.node_home import NodeHome
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
@@ -86,7 +93,8 @@ class Node:
     def _check_job(self, job_id: str) -> None:
         if job_id != self.config.job_id:
             raise InputError(
-                f"node {self.party!r}: request for job {job_id}, this node runs {self.config.job_id}"
+                f"node {self.party!r}: request for job {job_id}, "
+                f"this node runs {self.config.job_id}"
             )
 
     def _train(self, request: TrainRequest) -> SealedRelease:
@@ -96,9 +104,16 @@ class Node:
         plan = replace(cfg.plan, lr=request.lr)
         control_delta: torch.Tensor | None = None
         if self.custom_train is not None:
-            settings = {"lr": plan.lr, "epochs": plan.epochs, "steps": plan.steps,
-                        "batch_size": plan.batch_size, "round": request.round}
-            mean_loss = float(self.custom_train(self.model.module, self.x_train, self.y_train, settings))
+            settings = {
+                "lr": plan.lr,
+                "epochs": plan.epochs,
+                "steps": plan.steps,
+                "batch_size": plan.batch_size,
+                "round": request.round,
+            }
+            mean_loss = float(
+                self.custom_train(self.model.module, self.x_train, self.y_train, settings)
+            )
             self.model.restore_grad_views()
             steps = 0
         else:
@@ -112,24 +127,38 @@ class Node:
                 own_control = self._own_control(request.round, request.global_params)
                 correction = request.extras["control"] - own_control
             result = train_local(
-                self.model, self.x_train, self.y_train, plan,
-                global_params=request.global_params, shuffle_rng=rng, correction=correction,
+                self.model,
+                self.x_train,
+                self.y_train,
+                plan,
+                global_params=request.global_params,
+                shuffle_rng=rng,
+                correction=correction,
             )
             mean_loss, steps = result.mean_loss, result.steps
             delta_so_far = self.model.flat - request.global_params
             if plan.objective is LocalObjective.SCAFFOLD:
                 # Option II: c_i+ = c_i - c + (x - y) / (K lr)
-                new_control = own_control - request.extras["control"] - delta_so_far / (steps * plan.lr)
+                new_control = (
+                    own_control - request.extras["control"] - delta_so_far / (steps * plan.lr)
+                )
                 control_delta = new_control - own_control
                 self.home.save_round_state(cfg.job_id, request.round, {"control": new_control})
         tensors = {"delta": self.model.flat - request.global_params}
         if control_delta is not None:
             tensors["control_delta"] = control_delta
         release = Release(
-            kind=ReleaseKind.UPDATE, job_id=cfg.job_id, round=request.round, sender=self.party,
-            recipient=COORDINATOR, tensors=tensors,
-            scalars={"num_examples": float(len(self.y_train)), "train_loss": mean_loss,
-                     "steps": float(steps)},
+            kind=ReleaseKind.UPDATE,
+            job_id=cfg.job_id,
+            round=request.round,
+            sender=self.party,
+            recipient=COORDINATOR,
+            tensors=tensors,
+            scalars={
+                "num_examples": float(len(self.y_train)),
+                "train_loss": mean_loss,
+                "steps": float(steps),
+            },
         )
         return self.gate.release(release)
 
@@ -146,15 +175,24 @@ class Node:
         n = len(self.y_test)
         if self.custom_evaluate is not None and n:
             metrics = self.custom_evaluate(self.model.module, self.x_test, self.y_test)
-            scalars = {"num_examples": float(n), "loss": float(metrics["loss"]),
-                       "accuracy": float(metrics["accuracy"])}
+            scalars = {
+                "num_examples": float(n),
+                "loss": float(metrics["loss"]),
+                "accuracy": float(metrics["accuracy"]),
+            }
         else:
             result = evaluate_model(self.model.module, self.x_test, self.y_test)
-            scalars = {"num_examples": float(n),
-                       "loss": result.loss_sum / n if n else 0.0,
-                       "accuracy": result.correct / n if n else 0.0}
+            scalars = {
+                "num_examples": float(n),
+                "loss": result.loss_sum / n if n else 0.0,
+                "accuracy": result.correct / n if n else 0.0,
+            }
         release = Release(
-            kind=ReleaseKind.METRICS, job_id=self.config.job_id, round=request.round,
-            sender=self.party, recipient=COORDINATOR, scalars=scalars,
+            kind=ReleaseKind.METRICS,
+            job_id=self.config.job_id,
+            round=request.round,
+            sender=self.party,
+            recipient=COORDINATOR,
+            scalars=scalars,
         )
         return self.gate.release(release)

@@ -50,7 +50,9 @@ class NodeHome:
     def job_dir(self, job_id: str) -> Path:
         return self.path / "jobs" / job_id
 
-    def save_round_state(self, job_id: str, round_number: int, tensors: dict[str, torch.Tensor]) -> None:
+    def save_round_state(
+        self, job_id: str, round_number: int, tensors: dict[str, torch.Tensor]
+    ) -> None:
         """Checkpoint node-side state (e.g. SCAFFOLD's c_i) as of the end of a round."""
         folder = self.job_dir(job_id)
         save_tensors_atomic(folder / f"state-{round_number:06d}.safetensors", tensors)

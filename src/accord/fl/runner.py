@@ -23,18 +23,25 @@ def absolutize(job: Job, base_dir: Path) -> Job:
     """The job with every path made absolute, so the copy in the run folder runs as is."""
     data = job.data
     parties = [
-        p.model_copy(update={k: _abs(getattr(p, k), base_dir) for k in ("path", "images", "labels")})
+        p.model_copy(
+            update={k: _abs(getattr(p, k), base_dir) for k in ("path", "images", "labels")}
+        )
         for p in data.parties
     ]
     data = data.model_copy(
         update={
-            **{k: _abs(getattr(data, k), base_dir)
-               for k in ("path", "images", "labels", "test_images", "test_labels")},
+            **{
+                k: _abs(getattr(data, k), base_dir)
+                for k in ("path", "images", "labels", "test_images", "test_labels")
+            },
             "parties": parties,
         }
     )
     model = job.model.model_copy(
-        update={"task_dir": _abs(job.model.task_dir, base_dir), "initial": _abs(job.model.initial, base_dir)}
+        update={
+            "task_dir": _abs(job.model.task_dir, base_dir),
+            "initial": _abs(job.model.initial, base_dir),
+        }
     )
     nodes = {
         name: settings.model_copy(update={"home": _abs(settings.home, base_dir)})
@@ -92,8 +99,11 @@ def execute_run(
     named = simulation.model.state_dict(result.params)
     run_dir.write_model(
         named,
-        {"job_id": simulation.job_id, "rounds": str(coordinator.completed_rounds),
-         "model_kind": simulation.job.model.kind},
+        {
+            "job_id": simulation.job_id,
+            "rounds": str(coordinator.completed_rounds),
+            "model_kind": simulation.job.model.kind,
+        },
     )
     from accord.report.html import write_report
 

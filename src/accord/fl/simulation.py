@@ -39,7 +39,9 @@ class ModelSpec:
     custom_evaluate: CustomEvaluate | None
 
 
-def model_spec(job: Job, base_dir: Path, input_shape: tuple[int, ...], num_classes: int) -> ModelSpec:
+def model_spec(
+    job: Job, base_dir: Path, input_shape: tuple[int, ...], num_classes: int
+) -> ModelSpec:
     cfg = job.model
     if cfg.kind == "custom":
         from accord.models.task_code import load_task
@@ -172,7 +174,8 @@ def build_simulation(
         raise JobFileError(f"nodes: {unknown} are not parties of this job (parties: {names})")
     if job.sampling.min_parties > len(names):
         raise JobFileError(
-            f"sampling.min_parties = {job.sampling.min_parties} but the job has {len(names)} parties"
+            f"sampling.min_parties = {job.sampling.min_parties} but the job has "
+            f"{len(names)} parties"
         )
     spec = model_spec(job, base_dir, data.input_shape, data.num_classes)
     job_id = job.job_id()
@@ -180,11 +183,24 @@ def build_simulation(
     initial = model.flat.clone()
     strategy = build_strategy(job.strategy, len(names))
     nodes = build_nodes(
-        job, job_id, data.parties, model, spec, local_plan(job, strategy.objective), homes_root, base_dir
+        job,
+        job_id,
+        data.parties,
+        model,
+        spec,
+        local_plan(job, strategy.objective),
+        homes_root,
+        base_dir,
     )
     transport = InProcessTransport(node.endpoint() for node in nodes)
     coordinator = Coordinator(
-        job, job_id, names, transport, strategy, initial, run_dir,
+        job,
+        job_id,
+        names,
+        transport,
+        strategy,
+        initial,
+        run_dir,
         make_server_evaluator(model, data),
     )
     return Simulation(job, job_id, data, coordinator, nodes, model, spec, initial)

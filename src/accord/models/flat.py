@@ -82,7 +82,9 @@ class FlatModel:
             offset += n
         return out
 
-    def vector_from_state_dict(self, state: Mapping[str, torch.Tensor], source: str) -> torch.Tensor:
+    def vector_from_state_dict(
+        self, state: Mapping[str, torch.Tensor], source: str
+    ) -> torch.Tensor:
         """The flat vector of a named state dict; every name and shape must match."""
         missing = [n for n in self.names if n not in state]
         extra = [n for n in state if n not in self.names]

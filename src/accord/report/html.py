@@ -31,35 +31,57 @@ def summary_lines(job: dict[str, Any], records: list[dict[str, Any]]) -> list[tu
         ("rounds completed", f"{len(records)} of {job['job']['rounds']}"),
         ("strategy", job.get("strategy", {}).get("name", "fedavg")),
         ("model", job["model"]["kind"]),
-        ("data", f"{job['data']['source']} ({job['data'].get('partition', {}).get('kind', 'iid')} partition)"),
+        (
+            "data",
+            f"{job['data']['source']} "
+            f"({job['data'].get('partition', {}).get('kind', 'iid')} partition)",
+        ),
         ("differential privacy", "none: this run releases updates without DP noise"),
     ]
     if last_eval is not None and "accuracy" in last_eval.get("federated", {}):
         fed = last_eval["federated"]
-        rows.append(("federated test accuracy", f"{fed['accuracy']:.4f} on {int(fed['num_examples'])} rows"))
+        rows.append(
+            ("federated test accuracy", f"{fed['accuracy']:.4f} on {int(fed['num_examples'])} rows")
+        )
         rows.append(("federated test loss", f"{fed['loss']:.4f}"))
     if last_eval is not None and "server_test" in last_eval:
-        rows.append(("coordinator test accuracy (simulation only)", f"{last_eval['server_test']['accuracy']:.4f}"))
-    total_bytes = sum(r["bytes_down"] + r["bytes_up"] + r.get("eval_bytes_down", 0) + r.get("eval_bytes_up", 0) for r in records)
+        rows.append(
+            (
+                "coordinator test accuracy (simulation only)",
+                f"{last_eval['server_test']['accuracy']:.4f}",
+            )
+        )
+    total_bytes = sum(
+        r["bytes_down"] + r["bytes_up"] + r.get("eval_bytes_down", 0) + r.get("eval_bytes_up", 0)
+        for r in records
+    )
     rows.append(("bytes that would cross the network", f"{total_bytes:,}"))
     return rows
 
 
-def render_report(job: dict[str, Any], records: list[dict[str, Any]], plots: dict[str, bytes]) -> str:
+def render_report(
+    job: dict[str, Any], records: list[dict[str, Any]], plots: dict[str, bytes]
+) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Accord run {html.escape(job['job']['name'])}</title><style>{_STYLE}</style></head><body>",
+        f"<title>Accord run {html.escape(job['job']['name'])}</title>",
+        f"<style>{_STYLE}</style></head><body>",
         f"<h1>Accord run <code>{html.escape(job['job']['name'])}</code></h1>",
         "<h2>Summary</h2><table>",
     ]
-    parts += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_lines(job, records)]
+    parts += [
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+        for k, v in summary_lines(job, records)
+    ]
     parts.append("</table>")
     for name, png in plots.items():
         encoded = base64.b64encode(png).decode("ascii")
         parts.append(f"<h2>{html.escape(name.removesuffix('.png').title())}</h2>")
         parts.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{encoded}'>")
-    parts.append("<h2>Rounds</h2><table><tr><th>round</th><th>parties</th><th>train loss</th>"
-                 "<th>test loss</th><th>test accuracy</th><th>bytes</th><th>seconds</th></tr>")
+    parts.append(
+        "<h2>Rounds</h2><table><tr><th>round</th><th>parties</th><th>train loss</th>"
+        "<th>test loss</th><th>test accuracy</th><th>bytes</th><th>seconds</th></tr>"
+    )
     for r in records:
         fed = r.get("federated", r.get("server_test", {}))
         seconds = sum(r.get("seconds", {}).values())
@@ -68,9 +90,11 @@ def render_report(job: dict[str, Any], records: list[dict[str, Any]], plots: dic
             f"<td>{_fmt(fed.get('loss', '–'))}</td><td>{_fmt(fed.get('accuracy', '–'))}</td>"
             f"<td>{r['bytes_down'] + r['bytes_up']:,}</td><td>{seconds:.3f}</td></tr>"
         )
-    parts.append("</table><p class='note'>Test metrics are sample-weighted over the parties' own test "
-                 "splits (federated evaluation), unless only the simulation's coordinator test set "
-                 "exists. Every value here was released by a node's release gate.</p></body></html>")
+    parts.append(
+        "</table><p class='note'>Test metrics are sample-weighted over the parties' own test "
+        "splits (federated evaluation), unless only the simulation's coordinator test set "
+        "exists. Every value here was released by a node's release gate.</p></body></html>"
+    )
     return "\n".join(parts)
 
 

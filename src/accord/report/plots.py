@@ -16,12 +16,16 @@ def _figure_png(records: Sequence[dict[str, Any]], metric: str, title: str) -> b
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
     evaluated = [r for r in records if "federated" in r or "server_test" in r]
     rounds = [r["round"] for r in evaluated]
-    fed = [(r["round"], r["federated"][metric]) for r in evaluated if metric in r.get("federated", {})]
+    fed = [
+        (r["round"], r["federated"][metric]) for r in evaluated if metric in r.get("federated", {})
+    ]
     if fed:
         left.plot(*zip(*fed, strict=True), marker="o", label="federated (parties' test splits)")
     server = [(r["round"], r["server_test"][metric]) for r in evaluated if "server_test" in r]
     if server:
-        left.plot(*zip(*server, strict=True), marker="s", label="coordinator test set (simulation only)")
+        left.plot(
+            *zip(*server, strict=True), marker="s", label="coordinator test set (simulation only)"
+        )
     if metric == "loss":
         train = [(r["round"], r["train_loss"]) for r in records]
         left.plot(*zip(*train, strict=True), linestyle="--", label="training loss (released)")

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from accord.job import StrategyConfig
 from accord.fl.strategies.base import ClientUpdate, Strategy
+from accord.job import StrategyConfig
 
 
 class _AdaptiveStrategy(Strategy):
@@ -70,4 +70,3 @@ class FedYogi(_AdaptiveStrategy):
 
     def update_v(self, v: torch.Tensor, squared: torch.Tensor) -> None:
         v.sub_((1 - self.config.beta2) * squared * torch.sign(v - squared))
-

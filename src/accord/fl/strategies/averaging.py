@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from accord.job import StrategyConfig
 from accord.fl.strategies.base import ClientUpdate, LocalObjective, Strategy
+from accord.job import StrategyConfig
 
 
 class FedAvg(Strategy):
@@ -45,4 +45,3 @@ class FedAvgM(Strategy):
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self.velocity = state["velocity"].clone() if "velocity" in state else None
-

@@ -59,9 +59,13 @@ class Strategy:
     def __init__(self, config: StrategyConfig, num_parties: int) -> None:
         self.config = config
         self.num_parties = num_parties
-        self.server_lr = config.server_lr if config.server_lr is not None else self.default_server_lr
+        self.server_lr = (
+            config.server_lr if config.server_lr is not None else self.default_server_lr
+        )
 
-    def configure_round(self, round_number: int, global_params: torch.Tensor) -> dict[str, torch.Tensor]:
+    def configure_round(
+        self, round_number: int, global_params: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Extra tensors every sampled node receives with the global model."""
         return {}
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from accord.job import StrategyConfig
 from accord.fl.strategies.base import ClientUpdate, LocalObjective, Strategy
+from accord.job import StrategyConfig
 
 
 class Scaffold(Strategy):
@@ -25,7 +25,9 @@ class Scaffold(Strategy):
         super().__init__(config, num_parties)
         self.control: torch.Tensor | None = None
 
-    def configure_round(self, round_number: int, global_params: torch.Tensor) -> dict[str, torch.Tensor]:
+    def configure_round(
+        self, round_number: int, global_params: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         if self.control is None:
             self.control = torch.zeros_like(global_params)
         return {"control": self.control}
@@ -47,4 +49,3 @@ class Scaffold(Strategy):
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self.control = state["control"].clone() if "control" in state else None
-

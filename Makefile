@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	@for script in bench/*.py; do \
+	@for script in bench/[!_]*.py; do \
 		echo "== $$script"; \
 		$(PY) $$script || exit $$?; \
 	done

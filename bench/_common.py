@@ -62,7 +62,9 @@ def _run_checked(cmd: Sequence[str]) -> None:
     log("bench: $ " + " ".join(cmd))
     result = subprocess.run(list(cmd), check=False)
     if result.returncode != 0:
-        raise SystemExit(f"bench: command failed with exit code {result.returncode}: {' '.join(cmd)}")
+        raise SystemExit(
+            f"bench: command failed with exit code {result.returncode}: {' '.join(cmd)}"
+        )
 
 
 def ensure_flower_venv(root: Path = REPO_ROOT) -> Path:

@@ -46,6 +46,7 @@ if _HERE not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     )
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -103,30 +104,42 @@ def _train_rows(data_path: str) -> tuple[torch.Tensor, torch.Tensor]:
     return _TRAIN_ROWS[data_path]
 
 
+def _as_int(value: object) -> int:
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"expected a number, got {value!r}")
+    return int(value)
+
+
+def _as_float(value: object) -> float:
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
 client_app = ClientApp()
 
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local SGD on this supernode's shard; reply with the weights and num-examples."""
-    config = msg.content["config"]
-    torch.set_num_threads(int(config["threads"]))
-    partition_id = int(context.node_config["partition-id"])
-    shard_size = int(config["shard-size"])
+    config = msg.content.config_records["config"]
+    torch.set_num_threads(_as_int(config["threads"]))
+    partition_id = _as_int(context.node_config["partition-id"])
+    shard_size = _as_int(config["shard-size"])
     x_all, y_all = _train_rows(str(config["data"]))
     start = partition_id * shard_size
     x, y = x_all[start : start + shard_size], y_all[start : start + shard_size]
 
     model = build_model()
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    optimizer = torch.optim.SGD(model.parameters(), lr=float(config["lr"]))
-    batch_size = int(config["batch-size"])
+    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=_as_float(config["lr"]))
+    batch_size = _as_int(config["batch-size"])
     loss = torch.zeros(())
-    for _ in range(int(config["epochs"])):
+    for _ in range(_as_int(config["epochs"])):
         for i in range(0, shard_size, batch_size):  # in order: no shuffling
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x[i : i + batch_size]), y[i : i + batch_size])
-            loss.backward()
+            torch.autograd.backward(loss)
             optimizer.step()
 
     metrics = MetricRecord(
@@ -205,7 +218,7 @@ def make_server_app(args: argparse.Namespace, outcome: dict[str, Any]) -> Server
         outcome["accuracy_per_round"] = list(accuracies)
         # From one server-side evaluation to the next: round 1 also waits for Ray to start,
         # which run_simulation does while the ServerApp already runs.
-        outcome["round_seconds"] = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+        outcome["round_seconds"] = [b - a for a, b in itertools.pairwise(stamps)]
 
     return server_app
 
@@ -243,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         server_app=make_server_app(args, outcome),
         client_app=client_app,
         num_supernodes=args.num_supernodes,
-        backend_config=backend_config,  # type: ignore[arg-type]
+        backend_config=backend_config,
     )
     if "arrays" not in outcome:
         print("bench: the Flower ServerApp did not finish", file=sys.stderr)

@@ -135,8 +135,10 @@ def prepare_data(workdir: Path = WORKDIR) -> Data:
 
     torch.manual_seed(SEED)
     model = build_model()
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
-              str(workdir / "init.safetensors"))
+    save_file(
+        {k: v.detach().contiguous() for k, v in model.state_dict().items()},
+        str(workdir / "init.safetensors"),
+    )
     return Data(*(torch.from_numpy(arrays[k]) for k in ("x_test", "y_test", "x_train", "y_train")))
 
 
@@ -188,7 +190,7 @@ def bare_loop(setting: Setting, threads: int, data: Data, workdir: Path = WORKDI
                         loss = nn.functional.cross_entropy(
                             model(x[i : i + setting.batch_size]), y[i : i + setting.batch_size]
                         )
-                        loss.backward()
+                        torch.autograd.backward(loss)
                         optimizer.step()
                 with torch.no_grad():
                     for s, p in zip(sums, params, strict=True):

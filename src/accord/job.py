@@ -29,7 +29,7 @@ StrategyName = Literal[
 class JobSection(BaseModel):
     model_config = _STRICT
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63)
     rounds: int = Field(ge=1, le=100_000)
     threads: int | None = Field(default=None, ge=1, le=256)
     """torch's intra-op thread count; bit-for-bit reproducibility needs the same count."""

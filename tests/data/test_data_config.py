@@ -163,6 +163,18 @@ def test_field_checks() -> None:
         ),
         (
             {
+                "source": "idx",
+                "images": "i",
+                "labels": "l",
+                "test_images": "ti",
+                "test_labels": "tl",
+                "standardize": True,
+                "partition": {"parties": 2},
+            },
+            "test_images cannot be combined with data.standardize",
+        ),
+        (
+            {
                 "source": "csv",
                 "schema": SCHEMA,
                 "partition": {"kind": "natural"},

@@ -87,6 +87,12 @@ class DataConfig(BaseModel):
             self._check_idx()
         else:
             self._check_table()
+        if self.standardize and self.test_images is not None:
+            raise ValueError(
+                "data.test_images cannot be combined with data.standardize: each party "
+                "standardises with its own statistics, so there is no single scale for the "
+                "coordinator's test set"
+            )
         if self.server_holdout:
             if self.natural:
                 raise ValueError(

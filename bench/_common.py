@@ -58,10 +58,19 @@ def _base_python() -> str:
     raise SystemExit("bench: python3.11 is needed to create the Flower environment")
 
 
-def _run_checked(cmd: Sequence[str]) -> None:
+def _run_checked(cmd: Sequence[str], *, quiet: bool = False) -> None:
+    """Run ``cmd``; exit with a clear line if it fails. ``quiet`` shows output only then."""
     log("bench: $ " + " ".join(cmd))
-    result = subprocess.run(list(cmd), check=False)
+    result = subprocess.run(
+        list(cmd),
+        stdout=subprocess.PIPE if quiet else None,
+        stderr=subprocess.STDOUT if quiet else None,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
+        if quiet:
+            log("\n".join(result.stdout.splitlines()[-40:]))
         raise SystemExit(
             f"bench: command failed with exit code {result.returncode}: {' '.join(cmd)}"
         )
@@ -85,9 +94,11 @@ def ensure_flower_venv(root: Path = REPO_ROOT) -> Path:
         _run_checked([_base_python(), "-m", "venv", str(venv)])
     stamp.unlink(missing_ok=True)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run_checked([*pip, TORCH_PIN])
+    # pip's output is kept back unless it fails: this machine's pip configuration makes it
+    # print a warning for each package its local indexes lack.
+    _run_checked([*pip, TORCH_PIN], quiet=True)
     # torch is named again so that no dependency can move it.
-    _run_checked([*pip, TORCH_PIN, FLOWER_PIN, *FLOWER_EXTRAS])
+    _run_checked([*pip, TORCH_PIN, FLOWER_PIN, *FLOWER_EXTRAS], quiet=True)
     check = "import flwr, ray, torch; from flwr.simulation import run_simulation"
     _run_checked([str(python), "-c", check])
     stamp.write_text(_FLOWER_STAMP_TEXT)

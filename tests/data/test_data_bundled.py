@@ -28,3 +28,15 @@ def test_unknown_name_lists_choices() -> None:
     assert BUNDLED_NAMES == ("breast_cancer", "digits", "wine")
     with pytest.raises(DataError, match=r"unknown bundled set 'iris'.*breast_cancer, digits, wine"):
         load_bundled("iris")
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "digits", "wine"])
+def test_reading_the_package_files_equals_scikit_learns_loaders(name: str) -> None:
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")()
+    x, y = load_bundled(name)
+    expected = np.asarray(bunch.data, dtype=np.float32)
+    if name == "digits":
+        expected = expected / np.float32(16.0)
+    assert np.array_equal(x, expected) and np.array_equal(y, bunch.target)

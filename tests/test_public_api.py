@@ -24,3 +24,9 @@ def test_import_accord_does_not_import_torch() -> None:
     code = "import sys, accord; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_all_lists_every_lazy_name() -> None:
+    from accord import _LAZY
+
+    assert set(_LAZY) <= set(accord.__all__)

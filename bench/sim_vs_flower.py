@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -61,7 +62,6 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.datasets import load_digits
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,24 +121,84 @@ def build_model() -> nn.Sequential:
 # --------------------------------------------------------------------------- the data
 
 
-def prepare_data(workdir: Path = WORKDIR) -> Data:
-    """Write data.npz and init.safetensors (see the module docstring); return the data."""
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(SEED).permutation(len(x))
-    test, train = order[:NUM_TEST], order[NUM_TEST : NUM_TEST + NUM_TRAIN]
-    assert len(train) == NUM_TRAIN, "digits has 1797 rows"
-    arrays = {"x_test": x[test], "y_test": y[test], "x_train": x[train], "y_train": y[train]}
-    workdir.mkdir(parents=True, exist_ok=True)
-    np.savez(workdir / "data.npz", **arrays)
+JOB_TEMPLATE = """
+[job]
+name = "sim-vs-flower-{setting}"
+seed = 0
+rounds = {rounds}
+threads = {threads}
 
+[data]
+source = "sklearn"
+name = "digits"          # scaled to [0, 1] (divided by 16)
+server_holdout = {num_test}     # the simulation-only coordinator test set
+test_fraction = 0.0      # no client-side evaluation
+
+[data.partition]
+kind = "iid"
+parties = {num_clients}
+
+[model]
+kind = "mlp"
+hidden = [64]
+initial = "{init}"
+
+[strategy]
+name = "fedavg"
+
+[training]
+local_epochs = {epochs}
+batch_size = {batch_size}
+lr = {lr}
+shuffle = false
+
+[evaluation]
+federated = false
+"""
+
+
+def write_job(setting: Setting, workdir: Path) -> Path:
+    path = workdir / setting.name / "job.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        JOB_TEMPLATE.format(
+            setting=setting.name, rounds=ROUNDS, threads=ACCORD_TORCH_THREADS, num_test=NUM_TEST,
+            num_clients=NUM_CLIENTS, init=workdir / "init.safetensors", epochs=setting.epochs,
+            batch_size=setting.batch_size, lr=LR,
+        )
+    )  # fmt: skip
+    return path
+
+
+def prepare_data(workdir: Path = WORKDIR) -> Data:
+    """Write data.npz and init.safetensors (see the module docstring); return the data.
+
+    The rows are those of Accord's own partition of the job (digits / 16, 297 rows held out
+    at random from the job seed, the other 1,500 cut into 100 IID parties of 15), exported
+    in each party's row order, so that Flower and the bare loop train on exactly the shards
+    Accord's nodes hold.
+    """
+    from accord.data.federation import build_federated_data
+    from accord.job import load_job
+
+    workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(SEED)
     model = build_model()
     save_file(
         {k: v.detach().contiguous() for k, v in model.state_dict().items()},
         str(workdir / "init.safetensors"),
     )
+    job = load_job(write_job(SETTINGS[0], workdir))
+    federation = build_federated_data(job.data, job.job.seed, workdir)
+    assert federation.server_test is not None
+    assert [len(p.y_train) for p in federation.parties] == [SHARD_SIZE] * NUM_CLIENTS
+    arrays = {
+        "x_test": federation.server_test[0],
+        "y_test": federation.server_test[1],
+        "x_train": np.concatenate([p.x_train for p in federation.parties]),
+        "y_train": np.concatenate([p.y_train for p in federation.parties]),
+    }
+    np.savez(workdir / "data.npz", **arrays)
     return Data(*(torch.from_numpy(arrays[k]) for k in ("x_test", "y_test", "x_train", "y_train")))
 
 
@@ -254,20 +314,29 @@ def run_flower_child(setting: Setting, workdir: Path, flower_python: Path) -> En
 
 
 def run_accord_child(setting: Setting, workdir: Path) -> dict[str, Any]:
-    """TODO(lead): run the Accord side of one setting in its own process.
+    """``accord run`` on the setting's job file, in its own process, timed whole.
 
-    To write: run Accord's simulation of the job described in the module docstring (data
-    from ``workdir/data.npz``, initial weights from ``workdir/init.safetensors``,
-    ``setting.epochs`` local epochs with batch ``setting.batch_size``, torch threads
-    ``ACCORD_TORCH_THREADS``, checkpoints on), e.g. ``[sys.executable, "-m", "accord", ...]``
-    or a child script, timed whole with ``timed_subprocess``; write the final weights to
-    ``workdir/<setting>/accord.safetensors`` (keys 0.weight, 0.bias, 2.weight, 2.bias).
-
-    Returns a dict with ``process_seconds`` (whole process), ``loop_seconds`` (the round
-    loop with checkpoints on, timed inside the child), ``accuracy`` (after the last round,
-    server-side on the 297 held-out rows) and ``weights_path``.
+    The round loop's time (checkpoints on) comes from the run folder's ``summary.json``;
+    the final model is ``model.safetensors`` (same keys as the other engines).
     """
-    raise NotImplementedError("the Accord side of bench/sim_vs_flower.py is not wired in yet")
+    job = write_job(setting, workdir)
+    run_dir = workdir / setting.name / "accord-run"
+    homes = workdir / setting.name / "accord-homes"
+    for folder in (run_dir, homes):
+        shutil.rmtree(folder, ignore_errors=True)
+    cmd = [sys.executable, "-m", "accord", "run", str(job), "--out", str(run_dir),
+           "--node-homes", str(homes), "--quiet"]  # fmt: skip
+    log(f"bench: Accord, {setting.name} setting")
+    code, seconds, _ = timed_subprocess(cmd, dict(os.environ))
+    if code != 0:
+        raise SystemExit(f"bench: the Accord child failed with exit code {code}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {
+        "process_seconds": seconds,
+        "loop_seconds": summary["loop_seconds"],
+        "accuracy": summary["final"]["server_test"]["accuracy"],
+        "weights_path": run_dir / "model.safetensors",
+    }
 
 
 def _accord_run(setting: Setting, workdir: Path) -> EngineRun:
@@ -306,23 +375,17 @@ def main() -> int:
     data = prepare_data(WORKDIR)
     flower_python = ensure_flower_venv(REPO_ROOT)
     results: dict[str, dict[str, EngineRun]] = {}
-    unfinished: NotImplementedError | None = None
     for setting in SETTINGS:
         runs: dict[str, EngineRun] = {}
         runs["flower"] = run_flower_child(setting, WORKDIR, flower_python)
-        try:
-            runs["accord"] = _accord_run(setting, WORKDIR)
-        except NotImplementedError as exc:
-            unfinished = exc
+        runs["accord"] = _accord_run(setting, WORKDIR)
         runs["bare"] = bare_loop(setting, ACCORD_TORCH_THREADS, data, WORKDIR)
         results[setting.name] = runs
         _print_rows(setting.name, runs)
         _check_agreement(setting, "bare", "flower", runs)
-        if "accord" in runs:
-            _check_agreement(setting, "accord", "flower", runs)
+        _check_agreement(setting, "accord", "bare", runs)
+        _check_agreement(setting, "accord", "flower", runs)
     sys.stdout.flush()
-    if unfinished is not None:
-        raise unfinished
 
     overhead, compute = results["overhead"], results["compute"]
     x = overhead["flower"].process_seconds / overhead["accord"].process_seconds

@@ -45,3 +45,15 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return dict(load_file(str(path)))
+
+
+def load_tensors_with_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and the header's string metadata of a safetensors file."""
+    from safetensors import safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata() or {})
+        for name in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            tensors[name] = handle.get_tensor(name)
+    return tensors, metadata

@@ -149,7 +149,7 @@ def test_run_folder_contents(write_job: JobWriter, tmp_path: Path) -> None:
     )
     execute_run(simulation, run_dir, False)
     names = {p.name for p in run_dir.path.iterdir()}
-    assert {"job.toml", "metrics.jsonl", "model.safetensors", "report.html", "checkpoint"} <= names
+    assert {"job.toml", "metrics.jsonl", "model.safetensors", "report.html", "checkpoint.safetensors", "summary.json"} <= names
     html = run_dir.report_file.read_text()
     assert html.count("data:image/png;base64,") == 2
     rerun = load_job(run_dir.job_file)

@@ -102,6 +102,7 @@ class Coordinator:
                     self.job_id,
                 )
                 record["seconds"]["checkpoint"] = time.perf_counter() - tick
+                self.run_dir.append_metrics(record)
             if on_round is not None:
                 on_round(record)
         return RunResult(self.params, self.records, time.perf_counter() - start)

@@ -23,7 +23,6 @@ class LocalPlan:
     epochs: int | None
     steps: int | None
     batch_size: int
-    lr: float
     momentum: float
     weight_decay: float
     objective: LocalObjective
@@ -47,6 +46,7 @@ def train_local(
     x: torch.Tensor,
     y: torch.Tensor,
     plan: LocalPlan,
+    lr: float,
     *,
     global_params: torch.Tensor,
     shuffle_rng: np.random.Generator | None,
@@ -64,7 +64,8 @@ def train_local(
     total_steps = plan.steps if plan.steps is not None else (plan.epochs or 1) * per_epoch
     loss_total = torch.zeros((), dtype=torch.float64)
     steps = 0
-    module.train()
+    if not module.training:
+        module.train()
     while steps < total_steps:
         order = None if shuffle_rng is None else torch.from_numpy(shuffle_rng.permutation(n))
         for index in _batches(n, plan.batch_size, order):
@@ -82,7 +83,7 @@ def train_local(
                 if velocity is not None:
                     velocity.mul_(plan.momentum).add_(grad)
                     step = velocity
-                flat.add_(step, alpha=-plan.lr)
+                flat.add_(step, alpha=-lr)
             loss_total += loss.detach()
             steps += 1
             if steps >= total_steps:

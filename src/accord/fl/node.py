@@ -7,7 +7,7 @@ serves simulation (in-process transport) and deployment (network transport).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -101,52 +101,19 @@ class Node:
         self._check_job(request.job_id)
         cfg = self.config
         self.model.load(request.global_params)
-        plan = replace(cfg.plan, lr=request.lr)
-        control_delta: torch.Tensor | None = None
+        tensors: dict[str, torch.Tensor] = {}
         if self.custom_train is not None:
-            settings = {
-                "lr": plan.lr,
-                "epochs": plan.epochs,
-                "steps": plan.steps,
-                "batch_size": plan.batch_size,
-                "round": request.round,
-            }
-            mean_loss = float(
-                self.custom_train(self.model.module, self.x_train, self.y_train, settings)
-            )
-            self.model.restore_grad_views()
-            steps = 0
+            mean_loss, steps = self._train_custom(request), 0
+            tensors["delta"] = self.model.flat - request.global_params
+        elif cfg.plan.objective is LocalObjective.SCAFFOLD:
+            mean_loss, steps = self._train_scaffold(request, tensors)
         else:
-            rng = (
-                np.random.default_rng([cfg.seed, SEED_TAG_SHUFFLE, cfg.party_index, request.round])
-                if cfg.shuffle
-                else None
-            )
-            correction = None
-            if plan.objective is LocalObjective.SCAFFOLD:
-                own_control = self._own_control(request.round, request.global_params)
-                correction = request.extras["control"] - own_control
             result = train_local(
-                self.model,
-                self.x_train,
-                self.y_train,
-                plan,
-                global_params=request.global_params,
-                shuffle_rng=rng,
-                correction=correction,
-            )
+                self.model, self.x_train, self.y_train, cfg.plan, request.lr,
+                global_params=request.global_params, shuffle_rng=self._shuffle_rng(request.round),
+            )  # fmt: skip
             mean_loss, steps = result.mean_loss, result.steps
-            delta_so_far = self.model.flat - request.global_params
-            if plan.objective is LocalObjective.SCAFFOLD:
-                # Option II: c_i+ = c_i - c + (x - y) / (K lr)
-                new_control = (
-                    own_control - request.extras["control"] - delta_so_far / (steps * plan.lr)
-                )
-                control_delta = new_control - own_control
-                self.home.save_round_state(cfg.job_id, request.round, {"control": new_control})
-        tensors = {"delta": self.model.flat - request.global_params}
-        if control_delta is not None:
-            tensors["control_delta"] = control_delta
+            tensors["delta"] = self.model.flat - request.global_params
         release = Release(
             kind=ReleaseKind.UPDATE,
             job_id=cfg.job_id,
@@ -161,6 +128,48 @@ class Node:
             },
         )
         return self.gate.release(release)
+
+    def _shuffle_rng(self, round_number: int) -> np.random.Generator | None:
+        cfg = self.config
+        if not cfg.shuffle:
+            return None
+        return np.random.default_rng([cfg.seed, SEED_TAG_SHUFFLE, cfg.party_index, round_number])
+
+    def _train_custom(self, request: TrainRequest) -> float:
+        """The task's own train(); it gets the model and this round's settings."""
+        plan = self.config.plan
+        settings = {
+            "lr": request.lr,
+            "epochs": plan.epochs,
+            "steps": plan.steps,
+            "batch_size": plan.batch_size,
+            "round": request.round,
+        }
+        assert self.custom_train is not None
+        mean_loss = float(
+            self.custom_train(self.model.module, self.x_train, self.y_train, settings)
+        )
+        self.model.restore_grad_views()
+        return mean_loss
+
+    def _train_scaffold(
+        self, request: TrainRequest, tensors: dict[str, torch.Tensor]
+    ) -> tuple[float, int]:
+        """SCAFFOLD: gradients corrected by (c - c_i); c_i is updated and kept here."""
+        server_control = request.extras["control"]
+        own_control = self._own_control(request.round, request.global_params)
+        result = train_local(
+            self.model, self.x_train, self.y_train, self.config.plan, request.lr,
+            global_params=request.global_params, shuffle_rng=self._shuffle_rng(request.round),
+            correction=server_control - own_control,
+        )  # fmt: skip
+        delta = self.model.flat - request.global_params
+        # Option II: c_i+ = c_i - c + (x - y_i) / (K lr), and x - y_i = -delta.
+        new_control = own_control - server_control - delta / (result.steps * request.lr)
+        self.home.save_round_state(self.config.job_id, request.round, {"control": new_control})
+        tensors["delta"] = delta
+        tensors["control_delta"] = new_control - own_control
+        return result.mean_loss, result.steps
 
     def _own_control(self, round_number: int, like: torch.Tensor) -> torch.Tensor:
         """SCAFFOLD's c_i as of the round before this one (zero at first)."""

@@ -1,7 +1,8 @@
 """The run folder the coordinator writes: ``runs/<name>/``.
 
 ``job.toml`` (the resolved job), ``metrics.jsonl`` (one line per round),
-``model.safetensors`` (the final model), ``report.html``, and ``checkpoint/`` (the
+``model.safetensors`` (the final model), ``summary.json`` (final metrics and the round
+loop's wall time), ``report.html``, and ``checkpoint.safetensors`` (the
 state after the last completed round, from which ``--resume`` continues). Every file is
 written atomically, so an interrupted run leaves whole files only.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from accord.errors import InputError
-from accord.fileio import load_tensors, save_tensors_atomic, write_text_atomic
+from accord.fileio import load_tensors_with_metadata, save_tensors_atomic, write_text_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +48,6 @@ class RunDir:
     def report_file(self) -> Path:
         return self.path / "report.html"
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.path / "checkpoint"
-
     def write_job(self, toml_text: str) -> None:
         write_text_atomic(self.job_file, toml_text)
 
@@ -69,29 +66,55 @@ class RunDir:
                 raise InputError(f"{self.metrics_file}:{number}: not valid JSON") from None
         return records
 
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Add one round's line (one write: cheaper than rewriting the file each round)."""
+        with self.metrics_file.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / "checkpoint.safetensors"
+
     def save_checkpoint(self, checkpoint: Checkpoint, job_id: str) -> None:
-        # Tensors first, then the small JSON that names the round: the JSON is the commit.
-        folder = self.checkpoint_dir
-        save_tensors_atomic(folder / "global.safetensors", {"params": checkpoint.global_params})
-        save_tensors_atomic(folder / "strategy.safetensors", checkpoint.strategy_state)
-        self.write_metrics(checkpoint.records)
-        state = {"round": checkpoint.round, "job_id": job_id}
-        write_text_atomic(folder / "state.json", json.dumps(state))
+        """One file per round, written atomically: the global model, the strategy's state,
+        and (in its header) the round, the job id and every round's metrics so far.
+
+        One file, not four, because each atomic replace costs milliseconds on a slow disk
+        and checkpoints are written every round.
+        """
+        tensors = {"global": checkpoint.global_params}
+        tensors.update({f"strategy.{k}": v for k, v in checkpoint.strategy_state.items()})
+        metadata = {
+            "round": str(checkpoint.round),
+            "job_id": job_id,
+            "records": json.dumps(checkpoint.records, sort_keys=True),
+        }
+        save_tensors_atomic(self.checkpoint_file, tensors, metadata)
 
     def load_checkpoint(self, job_id: str) -> Checkpoint:
-        state_file = self.checkpoint_dir / "state.json"
-        if not state_file.exists():
+        """The last checkpoint; metrics.jsonl is rewritten to match it."""
+        if not self.checkpoint_file.exists():
             raise InputError(f"{self.path}: no checkpoint to resume from; run without --resume")
-        state = json.loads(state_file.read_text())
-        if state.get("job_id") != job_id:
+        tensors, metadata = load_tensors_with_metadata(self.checkpoint_file)
+        if metadata.get("job_id") != job_id:
             raise InputError(
-                f"{self.path}: the checkpoint belongs to job {state.get('job_id')}, not this job "
-                f"({job_id}); resume with the same job file"
+                f"{self.path}: the checkpoint belongs to job {metadata.get('job_id')}, not this "
+                f"job ({job_id}); resume with the same job file"
             )
-        params = load_tensors(self.checkpoint_dir / "global.safetensors")["params"]
-        strategy_state = load_tensors(self.checkpoint_dir / "strategy.safetensors")
-        records = [r for r in self.read_metrics() if r["round"] <= state["round"]]
-        return Checkpoint(int(state["round"]), params, strategy_state, records)
+        strategy_state = {
+            k.removeprefix("strategy."): v for k, v in tensors.items() if k.startswith("strategy.")
+        }
+        records = json.loads(metadata["records"])
+        self.write_metrics(records)
+        return Checkpoint(int(metadata["round"]), tensors["global"], strategy_state, records)
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / "summary.json"
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Final metrics and the round loop's wall time (this session's part, on resume)."""
+        write_text_atomic(self.summary_file, json.dumps(summary, indent=2, sort_keys=True))
 
     def write_model(self, named: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
         save_tensors_atomic(self.model_file, named, metadata)

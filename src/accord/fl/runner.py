@@ -50,6 +50,9 @@ def absolutize(job: Job, base_dir: Path) -> Job:
     return job.model_copy(update={"data": data, "model": model, "nodes": nodes})
 
 
+_FINAL_KEYS = ("round", "federated", "server_test", "train_loss")
+
+
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
     run_dir: RunDir
@@ -104,6 +107,16 @@ def execute_run(
             "rounds": str(coordinator.completed_rounds),
             "model_kind": simulation.job.model.kind,
         },
+    )
+    run_dir.write_summary(
+        {
+            "job_id": simulation.job_id,
+            "rounds_completed": coordinator.completed_rounds,
+            "loop_seconds": result.loop_seconds,
+            "final": {k: v for k, v in result.records[-1].items() if k in _FINAL_KEYS}
+            if result.records
+            else {},
+        }
     )
     from accord.report.html import write_report
 

@@ -84,7 +84,6 @@ def local_plan(job: Job, objective: LocalObjective) -> LocalPlan:
         epochs=t.local_epochs,
         steps=t.local_steps,
         batch_size=t.batch_size,
-        lr=t.lr,
         momentum=t.momentum,
         weight_decay=t.weight_decay,
         objective=objective,

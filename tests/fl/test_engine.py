@@ -149,9 +149,52 @@ def test_run_folder_contents(write_job: JobWriter, tmp_path: Path) -> None:
     )
     execute_run(simulation, run_dir, False)
     names = {p.name for p in run_dir.path.iterdir()}
-    assert {"job.toml", "metrics.jsonl", "model.safetensors", "report.html", "checkpoint.safetensors", "summary.json"} <= names
+    assert {
+        "job.toml",
+        "metrics.jsonl",
+        "model.safetensors",
+        "report.html",
+        "checkpoint.safetensors",
+        "summary.json",
+    } <= names
     html = run_dir.report_file.read_text()
     assert html.count("data:image/png;base64,") == 2
     rerun = load_job(run_dir.job_file)
     assert rerun.job_id() == simulation.job_id
     assert isinstance(RunDir(run_dir.path).read_metrics()[0]["train_loss"], float)
+
+
+def test_a_party_whose_training_split_holds_one_class_trains(tmp_path: Path) -> None:
+    rows = ["a,b,y"] + [f"{i},{i % 3},1" for i in range(12)]
+    mixed = ["a,b,y"] + [f"{i},{i % 3},{i % 2}" for i in range(12)]
+    (tmp_path / "one.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "two.csv").write_text("\n".join(mixed) + "\n")
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(
+        """
+[job]
+name = "one-class"
+rounds = 2
+[data]
+source = "csv"
+test_fraction = 0.25
+standardize = true
+[data.partition]
+kind = "natural"
+[[data.parties]]
+name = "one"
+path = "one.csv"
+[[data.parties]]
+name = "two"
+path = "two.csv"
+[data.schema]
+columns = [{ name = "a", type = "numeric" }, { name = "b", type = "numeric" }]
+label = { column = "y", classes = [0, 1] }
+[model]
+kind = "logreg"
+"""
+    )
+    simulation = build_simulation(load_job(job_file), tmp_path, tmp_path / "homes")
+    assert set(simulation.data.parties[0].y_train.tolist()) == {1}
+    records = simulation.coordinator.run().records
+    assert records[-1]["per_party"]["one"]["num_examples"] == 3

@@ -12,12 +12,8 @@ import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from accord.errors import AccordError
-from accord.secure_random import (
-    RESERVE_STEP,
-    NodeGeneratorStore,
-    SecureGenerator,
-    open_node_generator,
-)
+from accord.node_secrets import NodeGeneratorStore, open_node_generator
+from accord.secure_random import RESERVE_STEP, SecureGenerator
 
 KEY = bytes(range(32))
 

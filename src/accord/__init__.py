@@ -48,7 +48,7 @@ _LAZY = {
     "task_code_hash": "accord.models.task_code",
     "load_task": "accord.models.task_code",
     "SecureGenerator": "accord.secure_random",
-    "open_node_generator": "accord.secure_random",
+    "open_node_generator": "accord.node_secrets",
     "build_federated_data": "accord.data.federation",
 }
 
@@ -114,5 +114,6 @@ if TYPE_CHECKING:
     from accord.models.builtin import build_builtin_model
     from accord.models.flat import FlatModel
     from accord.models.task_code import load_task, task_code_hash
-    from accord.secure_random import SecureGenerator, open_node_generator
+    from accord.node_secrets import open_node_generator
+    from accord.secure_random import SecureGenerator
     from accord.transport.inprocess import InProcessTransport

@@ -198,3 +198,15 @@ kind = "logreg"
     assert set(simulation.data.parties[0].y_train.tolist()) == {1}
     records = simulation.coordinator.run().records
     assert records[-1]["per_party"]["one"]["num_examples"] == 3
+
+
+def test_a_job_without_dp_never_creates_a_generator_key(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    simulation = build_simulation(load_job(write_job()), tmp_path, tmp_path / "homes")
+    simulation.coordinator.run()
+    key = tmp_path / "homes" / "party-1" / "secrets" / "generator.key"
+    assert not key.exists()
+    draw = simulation.nodes[0].secure_random.uniform(4)
+    assert key.exists() and key.stat().st_mode & 0o777 == 0o600
+    assert ((draw > 0) & (draw < 1)).all()

@@ -28,6 +28,8 @@ from accord.fl.messages import (
 from accord.fl.node_home import NodeHome
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
+from accord.node_secrets import open_node_generator
+from accord.secure_random import SecureGenerator
 from accord.transport.base import NodeEndpoint
 
 # Tags that keep the seed-derived streams of different purposes apart.
@@ -68,6 +70,7 @@ class Node:
         self.config = config
         self.model = model
         self.gate = ReleaseGate(party)
+        self._secure_random: SecureGenerator | None = None
         self.x_train = torch.from_numpy(np.ascontiguousarray(data.x_train))
         self.y_train = torch.from_numpy(np.ascontiguousarray(data.y_train))
         self.x_test = torch.from_numpy(np.ascontiguousarray(data.x_test))
@@ -79,6 +82,15 @@ class Node:
                 f"strategy needs the {config.plan.objective.value} local objective, which a "
                 "task's own train() cannot apply; use fedavg, fedavgm or an adaptive strategy"
             )
+
+    @property
+    def secure_random(self) -> SecureGenerator:
+        """This node's secure generator, for everything a privacy or security property rests
+        on. Opened from the node home on first use: a job without DP never creates a key.
+        """
+        if self._secure_random is None:
+            self._secure_random = open_node_generator(self.home.path)
+        return self._secure_random
 
     def endpoint(self) -> NodeEndpoint:
         return NodeEndpoint(self.party, self.handle, self.gate.unseal)

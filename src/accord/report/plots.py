@@ -47,8 +47,11 @@ def _figure_png(records: Sequence[dict[str, Any]], metric: str, title: str) -> b
     if 0 < len(parties) <= 12:
         right.legend(fontsize=8)
     right.grid(alpha=0.3)
-    if rounds:
-        for axis in (left, right):
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if rounds:
             axis.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
     fig.tight_layout()
     buffer = io.BytesIO()

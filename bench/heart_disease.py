@@ -30,8 +30,9 @@ STRATEGIES = ("fedavg", "fedadam", "fedadagrad")
 
 def main() -> None:
     if not DATA.exists():
-        print(f"heart_disease: {DATA} is absent; this benchmark needs ../shared/data")
-        sys.exit(2)
+        # Skipped, not failed: a fresh clone elsewhere has no ../shared beside it.
+        print(f"heart_disease: skipped: {DATA} is absent (this benchmark needs ../shared/data)")
+        sys.exit(0)
     from accord.fl.baselines import evaluate_on_parties, train_alone, train_pooled
     from accord.fl.runner import absolutize
     from accord.fl.simulation import build_simulation

@@ -173,10 +173,12 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
     if error["type"] == "missing":
         return f"{key}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if message.startswith(f"{key}."):
+        return message
     if error["type"] == "literal_error":
         choices = message.removeprefix("Input should be ")
         return f"{key}: unknown value {error.get('input')!r}; choose {choices}"
-    if "input" not in error:
+    if "input" not in error or isinstance(error["input"], dict | list):
         return f"{key}: {message}"
     return f"{key}: {message} (got {error['input']!r})"
 

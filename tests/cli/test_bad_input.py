@@ -193,3 +193,39 @@ def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_demo_refuses_to_replace_a_folder_that_is_not_a_run(invoke: Invoke, tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = invoke("demo", "--out", str(out), "--node-homes", str(tmp_path / "homes"))
+    assert result.code == 2 and "not a run folder" in result.err
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_node_home_inside_the_run_folder_is_refused_before_anything_is_made(
+    invoke: Invoke, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = invoke("run", str(make_job(tmp_path)), "--out", str(out), "--quiet",
+                    "--node-homes", str(out / "homes"))  # fmt: skip
+    assert result.code == 2 and "inside the run folder" in result.err
+    assert not out.exists()
+
+
+def test_model_with_batch_norm_is_refused(invoke: Invoke, tmp_path: Path) -> None:
+    task = tmp_path / "bn_task"
+    task.mkdir()
+    (task / "task.py").write_text(
+        "from torch import nn\n\n"
+        "def build_model(input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Linear(input_shape[0], 4), nn.BatchNorm1d(4),\n"
+        "                         nn.Linear(4, num_classes))\n"
+    )
+    from accord.models.task_code import task_code_hash
+
+    job = make_job(tmp_path, model="custom")
+    pinned = f'kind = "custom"\ntask_dir = "bn_task"\ntask_hash = "{task_code_hash(task)}"'
+    job.write_text(job.read_text().replace('kind = "custom"', pinned))
+    check_refused(invoke, job, tmp_path / "run", "batch norm", "GroupNorm")

@@ -45,7 +45,7 @@ class _Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("strategy", ["scaffold", "fedadam"])
+@pytest.mark.parametrize("strategy", ["fedavg", "scaffold", "fedadam"])
 def test_resume_equals_an_uninterrupted_run(
     write_job: JobWriter, tmp_path: Path, strategy: str
 ) -> None:

@@ -21,13 +21,10 @@ from accord.data.schema import TableSchema
 from accord.data.split import Standardizer, stratified_split
 from accord.data.tables import load_table, table_format
 from accord.errors import DataError, JobFileError
+from accord.seeds import SeedTag, seeded
 
 FloatArray = npt.NDArray[np.float32]
 LabelArray = npt.NDArray[np.int64]
-
-TAG_HOLDOUT = 1
-TAG_PARTITION = 2
-TAG_SPLIT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +126,7 @@ def _server_test(
             f"data.server_holdout = {cfg.server_holdout} leaves no rows for the parties "
             f"(the data set has {len(y)}); lower it"
         )
-    chosen = np.random.default_rng([seed, TAG_HOLDOUT]).permutation(len(y))
+    chosen = seeded(seed, SeedTag.HOLDOUT).permutation(len(y))
     held = np.sort(chosen[: cfg.server_holdout])
     rest = np.sort(chosen[cfg.server_holdout :])
     return x[rest], y[rest], (x[held], y[held])
@@ -162,7 +159,7 @@ def build_federated_data(
     Order: load; remove ``server_holdout`` random rows as the coordinator's test set (or
     read ``test_images``/``test_labels``); partition (natural: one source per party, all
     encoded with the same schema so that features line up); split each party with its own
-    generator ``[seed, TAG_SPLIT, index]``; standardise each party with the statistics of
+    generator ``[seed, SeedTag.SPLIT, index]``; standardise each party with the statistics of
     its own training split. Relative paths are resolved against ``base_dir``.
 
     Party names: natural partition, from ``data.parties`` (``party_names``, if given, must
@@ -188,7 +185,7 @@ def build_federated_data(
     else:
         x, y = _load_pooled(cfg, base)
         x, y, server_test = _server_test(cfg, seed, base, x, y)
-        parts = partition(cfg.partition, y, np.random.default_rng([seed, TAG_PARTITION]))
+        parts = partition(cfg.partition, y, seeded(seed, SeedTag.PARTITION))
         names = _names(cfg, len(parts), party_names)
         loaded = [(name, x[rows], y[rows]) for name, rows in zip(names, parts, strict=True)]
 
@@ -208,7 +205,7 @@ def build_federated_data(
     if server_test is not None:
         labels.append(server_test[1])
     parties = [
-        _split_party(name, x_party, y_party, cfg, np.random.default_rng([seed, TAG_SPLIT, i]))
+        _split_party(name, x_party, y_party, cfg, seeded(seed, SeedTag.SPLIT, i))
         for i, (name, x_party, y_party) in enumerate(loaded)
     ]
     return FederatedData(

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from accord.errors import TooFewPartiesError
@@ -19,9 +18,8 @@ from accord.fl.messages import EvaluateRequest, Release, TrainRequest
 from accord.fl.run_dir import Checkpoint, RunDir
 from accord.fl.strategies.base import ClientUpdate, Strategy
 from accord.job import Job
+from accord.seeds import SeedTag, seeded
 from accord.transport.base import Transport
-
-SEED_TAG_SAMPLING = 3
 
 ServerEvaluator = Callable[[torch.Tensor], dict[str, float]]
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -80,7 +78,7 @@ class Coordinator:
         cfg = self.job.sampling
         if cfg.mode == "all":
             return list(self.parties)
-        rng = np.random.default_rng([self.job.job.seed, SEED_TAG_SAMPLING, round_number])
+        rng = seeded(self.job.job.seed, SeedTag.SAMPLING, round_number)
         if cfg.mode == "poisson":
             chosen = rng.random(len(self.parties)) < (cfg.rate or 0.0)
             return [p for p, keep in zip(self.parties, chosen, strict=True) if keep]

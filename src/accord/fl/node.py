@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from accord.data.federation import PartyData
-from accord.errors import InputError
+from accord.errors import InputError, TaskCodeError
 from accord.fl.gate import ReleaseGate, SealedRelease
 from accord.fl.local_training import LocalPlan, evaluate_model, train_local
 from accord.fl.messages import (
@@ -30,10 +30,8 @@ from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
 from accord.node_secrets import open_node_generator
 from accord.secure_random import SecureGenerator
+from accord.seeds import SeedTag, seeded
 from accord.transport.base import NodeEndpoint
-
-# Tags that keep the seed-derived streams of different purposes apart.
-SEED_TAG_SHUFFLE = 4
 
 CustomTrain = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]], float]
 CustomEvaluate = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
@@ -41,7 +39,9 @@ CustomEvaluate = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[st
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    """What a node takes from the job (it trusts nothing else the coordinator says)."""
+    """What a node takes from its own copy of the job. From each request it takes only the
+    global model, the round's learning rate and the strategy's tensors (see
+    docs/threat-model.md for what a dishonest coordinator can do with those)."""
 
     job_id: str
     seed: int
@@ -145,7 +145,7 @@ class Node:
         cfg = self.config
         if not cfg.shuffle:
             return None
-        return np.random.default_rng([cfg.seed, SEED_TAG_SHUFFLE, cfg.party_index, round_number])
+        return seeded(cfg.seed, SeedTag.SHUFFLE, cfg.party_index, round_number)
 
     def _train_custom(self, request: TrainRequest) -> float:
         """The task's own train(); it gets the model and this round's settings."""
@@ -158,6 +158,11 @@ class Node:
             "round": request.round,
         }
         assert self.custom_train is not None
+        # The task's own randomness (dropout, its own shuffling) is then reproducible too.
+        cfg = self.config
+        rng = seeded(cfg.seed, SeedTag.TORCH, cfg.party_index, request.round)
+        settings["seed"] = torch_seed = int(rng.integers(2**62))
+        torch.manual_seed(torch_seed)
         mean_loss = float(
             self.custom_train(self.model.module, self.x_train, self.y_train, settings)
         )
@@ -196,6 +201,12 @@ class Node:
         n = len(self.y_test)
         if self.custom_evaluate is not None and n:
             metrics = self.custom_evaluate(self.model.module, self.x_test, self.y_test)
+            missing = {"loss", "accuracy"} - set(metrics)
+            if missing:
+                raise TaskCodeError(
+                    f"task evaluate() must return 'loss' and 'accuracy'; it returned no "
+                    f"{sorted(missing)}"
+                )
             scalars = {
                 "num_examples": float(n),
                 "loss": float(metrics["loss"]),

@@ -69,17 +69,18 @@ def prepare_run(
     if resume:
         if not run_dir.path.exists():
             raise InputError(f"{run_dir.path}: no such run folder to resume")
-    elif run_dir.path.exists() and any(run_dir.path.iterdir()) and not replace:
-        raise InputError(
-            f"{run_dir.path}: run folder exists; pass --resume to continue it or --out DIR "
-            "for a new one"
-        )
+    elif run_dir.path.exists() and any(run_dir.path.iterdir()):
+        if not replace:
+            raise InputError(
+                f"{run_dir.path}: run folder exists; pass --resume to continue it or --out DIR "
+                "for a new one"
+            )
+        if not run_dir.job_file.exists():
+            raise InputError(
+                f"{run_dir.path}: exists and is not a run folder; it will not be replaced, "
+                "choose another --out"
+            )
     simulation = build_simulation(job, job_path.resolve().parent, homes_root, run_dir)
-    homes = [node.home.path.resolve() for node in simulation.nodes]
-    target = run_dir.path.resolve()
-    for home in homes:
-        if home == target or target in home.parents:
-            raise InputError(f"node home {home} is inside the run folder {target}; move it out")
     return simulation, run_dir
 
 

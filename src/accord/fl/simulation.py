@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from accord.data.federation import FederatedData, PartyData, build_federated_data
-from accord.errors import JobFileError
+from accord.errors import InputError, JobFileError, TaskCodeError
 from accord.fileio import load_tensors
 from accord.fl.coordinator import Coordinator, ServerEvaluator
 from accord.fl.local_training import LocalPlan, evaluate_model
@@ -65,7 +65,16 @@ def initial_model(job: Job, base_dir: Path, spec: ModelSpec) -> FlatModel:
     """The model initialised from the job seed, or from ``model.initial``."""
     with torch.random.fork_rng():
         torch.manual_seed(job.job.seed)
-        model = FlatModel(spec.build())
+        module = spec.build()
+    buffers = [name for name, _ in module.named_buffers()]
+    if buffers:
+        # Buffers (batch norm's running statistics) are neither federated nor private.
+        raise TaskCodeError(
+            f"the model has buffers ({', '.join(buffers[:3])}), e.g. batch norm's running "
+            "statistics, which federated averaging does not carry and DP-SGD cannot make "
+            "private; use GroupNorm or LayerNorm"
+        )
+    model = FlatModel(module)
     if job.model.initial is not None:
         path = resolve_path(job.model.initial, base_dir)
         if not path.exists():
@@ -91,13 +100,24 @@ def local_plan(job: Job, objective: LocalObjective) -> LocalPlan:
     )
 
 
-def node_home_for(job: Job, party: str, homes_root: Path | None, base_dir: Path) -> NodeHome:
+def node_home_path(job: Job, party: str, homes_root: Path | None, base_dir: Path) -> Path:
     settings = job.nodes.get(party)
     if settings is not None and settings.home is not None:
-        return NodeHome(resolve_path(settings.home, base_dir), party)
+        return resolve_path(settings.home, base_dir)
     if homes_root is not None:
-        return NodeHome(homes_root / party, party)
-    return NodeHome(default_home(party), party)
+        return homes_root / party
+    return default_home(party)
+
+
+def check_homes_outside(homes: Sequence[Path], run_dir: RunDir | None) -> None:
+    """A node home belongs to its data owner; it is never inside the coordinator's folder."""
+    if run_dir is None:
+        return
+    target = run_dir.path.resolve()
+    for home in homes:
+        resolved = home.resolve()
+        if resolved == target or target in resolved.parents:
+            raise InputError(f"node home {resolved} is inside the run folder {target}; move it out")
 
 
 @dataclass
@@ -146,7 +166,7 @@ def build_nodes(
             party=party.name,
             data=party,
             model=model,
-            home=node_home_for(job, party.name, homes_root, base_dir),
+            home=NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name),
             config=NodeConfig(job_id, job.job.seed, index, plan, job.training.shuffle),
             custom_train=spec.custom_train,
             custom_evaluate=spec.custom_evaluate,
@@ -176,6 +196,7 @@ def build_simulation(
             f"sampling.min_parties = {job.sampling.min_parties} but the job has "
             f"{len(names)} parties"
         )
+    check_homes_outside([node_home_path(job, n, homes_root, base_dir) for n in names], run_dir)
     spec = model_spec(job, base_dir, data.input_shape, data.num_classes)
     job_id = job.job_id()
     model = initial_model(job, base_dir, spec)

@@ -93,7 +93,9 @@ def render_report(
     parts.append(
         "</table><p class='note'>Test metrics are sample-weighted over the parties' own test "
         "splits (federated evaluation), unless only the simulation's coordinator test set "
-        "exists. Every value here was released by a node's release gate.</p></body></html>"
+        "exists. Every value here was released by a node's release gate, except the "
+        "coordinator test set's metrics, which the coordinator computes itself "
+        "(simulation only).</p></body></html>"
     )
     return "\n".join(parts)
 

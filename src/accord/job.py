@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from accord.data.config import DataConfig
 from accord.errors import JobFileError
+from accord.privacy.config import PrivacyConfig
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -149,6 +150,7 @@ class Job(BaseModel):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     nodes: dict[str, NodeSettings] = Field(default_factory=dict)
     """Per-party node settings in simulation, e.g. ``[nodes.cleveland] home = "..."``."""
 

@@ -34,7 +34,8 @@ def round_progress(
 
         def update(record: dict[str, Any]) -> None:
             metrics = record.get("federated") or record.get("server_test") or {}
-            status = f"train loss {record['train_loss']:.4f}"
+            loss = record.get("train_loss")
+            status = "" if loss is None else f"train loss {loss:.4f}"
             if "accuracy" in metrics:
                 status += f"  test loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}"
             progress.update(task, advance=1, status=status)

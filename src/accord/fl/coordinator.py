@@ -44,6 +44,14 @@ def combine_metrics(replies: Sequence[Release]) -> dict[str, float]:
     }
 
 
+def released_train_loss(replies: Sequence[Release]) -> float | None:
+    """Row-weighted mean training loss, where nodes release it (not in DP jobs)."""
+    if not all("train_loss" in r.scalars and "num_examples" in r.scalars for r in replies):
+        return None
+    rows = sum(r.scalars["num_examples"] for r in replies)
+    return sum(r.scalars["train_loss"] * r.scalars["num_examples"] for r in replies) / rows
+
+
 class Coordinator:
     def __init__(
         self,
@@ -72,6 +80,13 @@ class Coordinator:
         self.strategy.load_state_dict(checkpoint.strategy_state)
         self.records = list(checkpoint.records)
         self.completed_rounds = checkpoint.round
+
+    def party_weight(self, release: Release) -> float:
+        """Row counts weight FedAvg; a DP job uses fixed, equal weights (a row count is
+        data-derived and not covered by the update's epsilon)."""
+        if self.job.privacy.enabled:
+            return 1.0
+        return release.scalars["num_examples"]
 
     def sample(self, round_number: int) -> list[str]:
         """This round's parties, in roster order. Non-DP jobs sample from the job seed."""
@@ -123,29 +138,29 @@ class Coordinator:
         seconds["train"] = time.perf_counter() - tick
         replies = [exchange.replies[p] for p in sampled if p in exchange.replies]
         if len(replies) < min_parties:
+            reasons = "; ".join(f"{p}: {why}" for p, why in exchange.failed.items())
             raise TooFewPartiesError(
                 f"round {round_number}: {len(replies)} parties released an update, fewer than "
-                f"sampling.min_parties = {min_parties}"
+                f"sampling.min_parties = {min_parties}" + (f" ({reasons})" if reasons else "")
             )
         tick = time.perf_counter()
         updates = [
             ClientUpdate(
                 party=r.sender,
                 delta=r.tensors["delta"],
-                weight=r.scalars["num_examples"],
+                weight=self.party_weight(r),
                 extras={k: v for k, v in r.tensors.items() if k != "delta"},
             )
             for r in replies
         ]
         self.params = self.strategy.aggregate(round_number, self.params, updates)
         seconds["aggregate"] = time.perf_counter() - tick
-        total_rows = sum(r.scalars["num_examples"] for r in replies)
         record: dict[str, Any] = {
             "round": round_number,
             "lr": lr,
             "sampled": [r.sender for r in replies],
-            "train_loss": sum(r.scalars["train_loss"] * r.scalars["num_examples"] for r in replies)
-            / total_rows,
+            "train_loss": released_train_loss(replies),
+            "refused": dict(exchange.failed),
             "bytes_down": exchange.bytes_down,
             "bytes_up": exchange.bytes_up,
         }

@@ -85,8 +85,10 @@ def render_report(
     for r in records:
         fed = r.get("federated", r.get("server_test", {}))
         seconds = sum(r.get("seconds", {}).values())
+        train_loss = r.get("train_loss")
         parts.append(
-            f"<tr><td>{r['round']}</td><td>{len(r['sampled'])}</td><td>{_fmt(r['train_loss'])}</td>"
+            f"<tr><td>{r['round']}</td><td>{len(r['sampled'])}</td>"
+            f"<td>{_fmt('–' if train_loss is None else train_loss)}</td>"
             f"<td>{_fmt(fed.get('loss', '–'))}</td><td>{_fmt(fed.get('accuracy', '–'))}</td>"
             f"<td>{r['bytes_down'] + r['bytes_up']:,}</td><td>{seconds:.3f}</td></tr>"
         )

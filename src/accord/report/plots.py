@@ -27,8 +27,9 @@ def _figure_png(records: Sequence[dict[str, Any]], metric: str, title: str) -> b
             *zip(*server, strict=True), marker="s", label="coordinator test set (simulation only)"
         )
     if metric == "loss":
-        train = [(r["round"], r["train_loss"]) for r in records]
-        left.plot(*zip(*train, strict=True), linestyle="--", label="training loss (released)")
+        train = [(r["round"], r["train_loss"]) for r in records if r.get("train_loss") is not None]
+        if train:
+            left.plot(*zip(*train, strict=True), linestyle="--", label="training loss (released)")
     left.set_title(f"global {title}")
     left.set_xlabel("round")
     left.legend(fontsize=8)

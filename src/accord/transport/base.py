@@ -24,6 +24,7 @@ class Exchange:
 
     replies: dict[str, Release] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    """Parties that answered with a refusal instead of a release, and why."""
     bytes_down: int = 0
     bytes_up: int = 0
 

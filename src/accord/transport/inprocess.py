@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from accord.errors import TransportError
+from accord.errors import RefusedError, TransportError
 from accord.fl.messages import Request
 from accord.transport.base import Exchange, NodeEndpoint
 
@@ -31,7 +31,13 @@ class InProcessTransport:
             if endpoint is None:
                 raise TransportError(f"no node named {party!r} is connected")
             result.bytes_down += request.nbytes
-            release = endpoint.unseal(endpoint.handle(request))
+            try:
+                reply = endpoint.handle(request)
+            except RefusedError as refusal:
+                # A node that refuses (its budget, its policy) sends a refusal, not data.
+                result.failed[party] = str(refusal)
+                continue
+            release = endpoint.unseal(reply)
             result.bytes_up += release.nbytes
             result.replies[party] = release
         return result

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print()
     print_table(traces)
-    plot(traces, f"Fashion-MNIST, 10 parties, Dirichlet(0.5); {settings}")
+    plot(traces, f"Fashion-MNIST, 10 parties, Dirichlet(0.5)\n{settings}")
     log(f"fashion_mnist: plot written to {PLOT}")
     by_name = {t.strategy: t for t in traces}
     for t in traces:

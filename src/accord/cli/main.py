@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from accord.cli.budget import budget
 from accord.cli.errors import run_guarded
+from accord.cli.privacy import privacy_group
 
 node_homes_option = click.option(
     "--node-homes",
@@ -93,6 +95,10 @@ def task_hash(task_dir: Path) -> None:
     from accord.models.task_code import task_code_hash
 
     print(task_code_hash(task_dir))
+
+
+app.add_command(budget)
+app.add_command(privacy_group)
 
 
 def main() -> None:

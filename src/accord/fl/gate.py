@@ -13,9 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from accord.errors import GateBypassError, RefusedError
 from accord.fl.messages import Release, ReleaseKind
+from accord.privacy.events import Adversary
+
+if TYPE_CHECKING:
+    from dp_accounting import DpEvent
+
+    from accord.privacy.caps import NodePrivacySettings
+    from accord.privacy.ledger import ChargeReceipt, PrivacyLedger
 
 # What each kind must carry; a release with anything else is refused, not forwarded.
 _ALLOWED_CONTENT: Mapping[ReleaseKind, tuple[frozenset[str], frozenset[str]]] = {
@@ -36,16 +44,60 @@ class SealedRelease:
     release: Release
 
 
-class ReleaseGate:
-    """One per node. Seals releases after checking them; unseals each exactly once."""
+@dataclass(frozen=True, slots=True)
+class GatePrivacy:
+    """The node's ledger and caps, for a node whose job is private or whose data is capped."""
 
-    def __init__(self, party: str) -> None:
+    job_id: str
+    ledger: PrivacyLedger
+    settings: NodePrivacySettings
+
+
+class ReleaseGate:
+    """One per node. Charges the budget, seals releases after checking them, and unseals
+    each exactly once for the transport."""
+
+    def __init__(self, party: str, privacy: GatePrivacy | None = None) -> None:
         self.party = party
+        self.privacy = privacy
         self._outstanding: dict[int, SealedRelease] = {}
+        self._charged: dict[tuple[int, ReleaseKind], ChargeReceipt] = {}
         self.released_bytes = 0
+
+    def charge(
+        self,
+        round_number: int,
+        kind: ReleaseKind,
+        dataset: str,
+        event: DpEvent | None,
+        adversary: Adversary | None,
+    ) -> ChargeReceipt | None:
+        """Charge a release's DpEvent to the ledger, in one transaction, before the work
+        that produces it (before local training, for an update). Refused (RefusedError,
+        exit 3) when any cap of the dataset would be exceeded, or when a release without a
+        DP mechanism comes from a capped dataset whose kind node.toml does not exempt.
+        """
+        if self.privacy is None:
+            return None
+        settings = self.privacy.settings
+        receipt = self.privacy.ledger.charge(
+            self.privacy.job_id, round_number, kind.value, dataset, event,
+            adversary or Adversary.COORDINATOR_AND_RECIPIENTS,
+            settings.caps_for(dataset), exempt=settings.is_exempt(kind.value),
+        )  # fmt: skip
+        self._charged[(round_number, kind)] = receipt
+        return receipt
 
     def release(self, release: Release) -> SealedRelease:
         """Check ``release`` and seal it for this node's transport."""
+        if (
+            self.privacy is not None
+            and self._charged.pop((release.round, release.kind), None) is None
+        ):
+            raise RefusedError(
+                f"release gate of {self.party!r}: the {release.kind.value} release of round "
+                f"{release.round} was not charged to the privacy ledger first"
+            )
         if release.sender != self.party:
             raise RefusedError(
                 f"release gate of {self.party!r}: release claims sender {release.sender!r}"

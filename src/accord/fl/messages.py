@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import torch
 
@@ -74,6 +75,12 @@ class Release:
     recipient: str
     tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
     scalars: Mapping[str, float] = field(default_factory=dict)
+    dataset: str | None = None
+    """The node dataset the values were computed from (its caps apply)."""
+    dp_event: Any = None
+    """The dp_accounting DpEvent the release carries (None: no DP mechanism)."""
+    adversary: str | None = None
+    """Whom ``dp_event``'s epsilon holds against (an ``Adversary`` value)."""
 
     @property
     def nbytes(self) -> int:

@@ -15,7 +15,7 @@ import torch
 
 from accord.data.federation import PartyData
 from accord.errors import InputError, TaskCodeError
-from accord.fl.gate import ReleaseGate, SealedRelease
+from accord.fl.gate import GatePrivacy, ReleaseGate, SealedRelease
 from accord.fl.local_training import LocalPlan, evaluate_model, train_local
 from accord.fl.messages import (
     COORDINATOR,
@@ -26,12 +26,16 @@ from accord.fl.messages import (
     TrainRequest,
 )
 from accord.fl.node_home import NodeHome
+from accord.fl.node_privacy import DpSgdNodePlan
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
 from accord.node_secrets import open_node_generator
 from accord.secure_random import SecureGenerator
 from accord.seeds import SeedTag, seeded
 from accord.transport.base import NodeEndpoint
+
+TRAIN_DATASET = "train"
+TEST_DATASET = "test"
 
 CustomTrain = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]], float]
 CustomEvaluate = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
@@ -62,6 +66,8 @@ class Node:
         config: NodeConfig,
         custom_train: CustomTrain | None = None,
         custom_evaluate: CustomEvaluate | None = None,
+        privacy: GatePrivacy | None = None,
+        dp_plan: DpSgdNodePlan | None = None,
     ) -> None:
         if len(data.y_train) == 0:
             raise InputError(f"party {party!r} has no training rows; check its data")
@@ -69,7 +75,8 @@ class Node:
         self.home = home
         self.config = config
         self.model = model
-        self.gate = ReleaseGate(party)
+        self.gate = ReleaseGate(party, privacy)
+        self.dp_plan = dp_plan
         self._secure_random: SecureGenerator | None = None
         self.x_train = torch.from_numpy(np.ascontiguousarray(data.x_train))
         self.y_train = torch.from_numpy(np.ascontiguousarray(data.y_train))
@@ -114,6 +121,16 @@ class Node:
         cfg = self.config
         self.model.load(request.global_params)
         tensors: dict[str, torch.Tensor] = {}
+        if self.dp_plan is not None:
+            self._train_dpsgd(request, self.dp_plan, tensors)
+            return self.gate.release(
+                Release(
+                    kind=ReleaseKind.UPDATE, job_id=cfg.job_id, round=request.round,
+                    sender=self.party, recipient=COORDINATOR, tensors=tensors,
+                    dataset=self.dp_plan.dataset, dp_event=self.dp_plan.round_event,
+                    adversary=self.dp_plan.adversary.value,
+                )
+            )  # fmt: skip
         if self.custom_train is not None:
             mean_loss, steps = self._train_custom(request), 0
             tensors["delta"] = self.model.flat - request.global_params
@@ -140,6 +157,13 @@ class Node:
             },
         )
         return self.gate.release(release)
+
+    def _metrics_dataset(self) -> str:
+        """The test split is its own dataset only where node.toml declares it ("test")."""
+        privacy = self.gate.privacy
+        if privacy is not None and privacy.settings.caps_for(TEST_DATASET):
+            return TEST_DATASET
+        return self.dp_plan.dataset if self.dp_plan is not None else TRAIN_DATASET
 
     def _shuffle_rng(self, round_number: int) -> np.random.Generator | None:
         cfg = self.config
@@ -188,6 +212,28 @@ class Node:
         tensors["control_delta"] = new_control - own_control
         return result.mean_loss, result.steps
 
+    def _train_dpsgd(
+        self, request: TrainRequest, plan: DpSgdNodePlan, tensors: dict[str, torch.Tensor]
+    ) -> None:
+        """DP-SGD: charge the round's event first (once, never per step), then train.
+
+        Nothing else is released with the update: no row count (weights are fixed in a DP
+        job), no loss, no step count; each is data-derived and not covered by epsilon.
+        """
+        from accord.privacy.dpsgd import DpSgdPlan, train_dpsgd
+
+        self.gate.charge(
+            request.round, ReleaseKind.UPDATE, plan.dataset, plan.round_event, plan.adversary
+        )
+        training = self.config.plan
+        train_dpsgd(
+            self.model, self.x_train, self.y_train,
+            DpSgdPlan(plan.noise_multiplier, plan.clip_norm, plan.sample_rate,
+                      plan.steps_per_round, training.momentum, training.weight_decay),
+            request.lr, self.secure_random,
+        )  # fmt: skip
+        tensors["delta"] = self.model.flat - request.global_params
+
     def _own_control(self, round_number: int, like: torch.Tensor) -> torch.Tensor:
         """SCAFFOLD's c_i as of the round before this one (zero at first)."""
         state = self.home.load_state_before(self.config.job_id, round_number)
@@ -197,6 +243,10 @@ class Node:
 
     def _evaluate(self, request: EvaluateRequest) -> SealedRelease:
         self._check_job(request.job_id)
+        dataset = self._metrics_dataset()
+        # Metrics carry no DP mechanism: refused on a capped dataset unless node.toml
+        # exempts the "metrics" kind (then stored as not covered by epsilon).
+        self.gate.charge(request.round, ReleaseKind.METRICS, dataset, None, None)
         self.model.load(request.params)
         n = len(self.y_test)
         if self.custom_evaluate is not None and n:
@@ -226,5 +276,6 @@ class Node:
             sender=self.party,
             recipient=COORDINATOR,
             scalars=scalars,
+            dataset=dataset,
         )
         return self.gate.release(release)

@@ -18,15 +18,18 @@ from accord.data.federation import FederatedData, PartyData, build_federated_dat
 from accord.errors import InputError, JobFileError, TaskCodeError
 from accord.fileio import load_tensors
 from accord.fl.coordinator import Coordinator, ServerEvaluator
+from accord.fl.gate import GatePrivacy
 from accord.fl.local_training import LocalPlan, evaluate_model
 from accord.fl.node import CustomEvaluate, CustomTrain, Node, NodeConfig
 from accord.fl.node_home import NodeHome, default_home
+from accord.fl.node_privacy import DpSgdNodePlan, plan_node_privacy
 from accord.fl.run_dir import RunDir
 from accord.fl.strategies import build_strategy
 from accord.fl.strategies.base import LocalObjective
 from accord.job import Job, resolve_path
 from accord.models.builtin import build_builtin_model
 from accord.models.flat import FlatModel
+from accord.privacy.caps import load_node_settings
 from accord.transport.inprocess import InProcessTransport
 
 
@@ -161,18 +164,48 @@ def build_nodes(
     homes_root: Path | None,
     base_dir: Path,
 ) -> list[Node]:
-    return [
-        Node(
-            party=party.name,
-            data=party,
-            model=model,
-            home=NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name),
-            config=NodeConfig(job_id, job.job.seed, index, plan, job.training.shuffle),
-            custom_train=spec.custom_train,
-            custom_evaluate=spec.custom_evaluate,
+    if job.privacy.enabled:
+        from accord.privacy.dpsgd import check_private_module
+
+        check_private_module(model.module)
+        if spec.custom_train is not None:
+            raise InputError(
+                "privacy.mode = \"dpsgd\" trains with Accord's DP-SGD; a task's own train() "
+                "cannot be made private: remove train() from the task"
+            )
+    nodes = []
+    for index, party in enumerate(parties):
+        home = NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name)
+        gate_privacy, dp_plan = node_privacy(job, job_id, party, home)
+        nodes.append(
+            Node(
+                party=party.name,
+                data=party,
+                model=model,
+                home=home,
+                config=NodeConfig(job_id, job.job.seed, index, plan, job.training.shuffle),
+                custom_train=spec.custom_train,
+                custom_evaluate=spec.custom_evaluate,
+                privacy=gate_privacy,
+                dp_plan=dp_plan,
+            )
         )
-        for index, party in enumerate(parties)
-    ]
+    return nodes
+
+
+def node_privacy(
+    job: Job, job_id: str, party: PartyData, home: NodeHome
+) -> tuple[GatePrivacy | None, DpSgdNodePlan | None]:
+    """A node's ledger and DP plan. The plan is checked against the node's own caps
+    before any record is read for training; a job over a cap is refused (exit 3)."""
+    settings = load_node_settings(home.path)
+    if not (job.privacy.enabled or settings.caps):
+        return None, None
+    from accord.privacy.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(home.path)
+    plan = plan_node_privacy(job, party.name, len(party.y_train), settings, ledger)
+    return GatePrivacy(job_id, ledger, settings), plan
 
 
 def build_simulation(

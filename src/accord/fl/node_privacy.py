@@ -1,0 +1,98 @@
+"""A node's privacy for one job: its plan, checked against its caps before training.
+
+The node decides everything here from its own copy of the job, its own ``node.toml`` caps
+and its own row count (which it never releases): the sampling rate q = batch / rows, the
+steps per round, the noise multiplier (given, or calibrated for the job's target epsilon
+over all its planned steps), and the DpEvent each round's update will carry. A plan that
+would exceed a cap is refused when the job is accepted, before any record is read for
+training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from accord.errors import InputError, RefusedError
+from accord.job import Job
+from accord.privacy.caps import NodePrivacySettings
+from accord.privacy.events import Adversary
+
+if TYPE_CHECKING:
+    from dp_accounting import DpEvent
+
+    from accord.privacy.ledger import PrivacyLedger
+
+
+@dataclass(frozen=True, slots=True)
+class DpSgdNodePlan:
+    """What a DP-SGD job costs on this node, per round and in all."""
+
+    dataset: str
+    noise_multiplier: float
+    clip_norm: float
+    sample_rate: float
+    steps_per_round: int
+    round_event: DpEvent
+    adversary: Adversary
+    delta: float
+
+
+def steps_per_round(job: Job, rows: int) -> int:
+    training = job.training
+    if training.local_steps is not None:
+        return training.local_steps
+    return (training.local_epochs or 1) * math.ceil(rows / training.batch_size)
+
+
+def plan_node_privacy(
+    job: Job, party: str, rows: int, settings: NodePrivacySettings, ledger: PrivacyLedger | None
+) -> DpSgdNodePlan | None:
+    """This node's DP-SGD plan (``None`` for a job without DP), refused if over a cap."""
+    privacy = job.privacy
+    caps = settings.caps_for(privacy.dataset)
+    if not privacy.enabled:
+        if caps:
+            raise RefusedError(
+                f"party {party!r}: dataset {privacy.dataset!r} is capped in node.toml "
+                f"({caps[0].describe()}) and this job has no differential privacy "
+                '(privacy.mode = "none"); run it with privacy.mode = "dpsgd"'
+            )
+        return None
+    from accord.privacy.accounting import calibrate_noise, dpsgd_event
+
+    if job.strategy.name in ("fedprox", "scaffold"):
+        raise InputError(
+            f'privacy.mode = "dpsgd" with strategy {job.strategy.name!r}: its local term is '
+            "not part of the private gradient; use fedavg, fedavgm, fedadam, fedyogi or fedadagrad"
+        )
+
+    sample_rate = min(1.0, job.training.batch_size / rows)
+    steps = steps_per_round(job, rows)
+    if privacy.noise_multiplier is not None:
+        sigma = privacy.noise_multiplier
+    else:
+        assert privacy.target_epsilon is not None
+        sigma = calibrate_noise(
+            privacy.target_epsilon, privacy.delta, sample_rate, steps * job.job.rounds,
+            privacy.accountant,
+        )  # fmt: skip
+    plan = DpSgdNodePlan(
+        dataset=privacy.dataset,
+        noise_multiplier=sigma,
+        clip_norm=privacy.clip_norm,
+        sample_rate=sample_rate,
+        steps_per_round=steps,
+        round_event=dpsgd_event(sigma, sample_rate, steps),
+        # The noise is added on the node, before the release: it holds against everyone.
+        adversary=Adversary.COORDINATOR_AND_RECIPIENTS,
+        delta=privacy.delta,
+    )
+    if ledger is not None and caps:
+        fits, why = ledger.plan_fits(
+            plan.dataset, [plan.round_event] * job.job.rounds, plan.adversary, caps
+        )
+        if not fits:
+            raise RefusedError(why)
+    return plan

@@ -1,0 +1,475 @@
+"""The node's privacy ledger: every release it made, as a ``dp-accounting`` DpEvent.
+
+The ledger lives in the node home (``state/ledger.sqlite3``; SQLite in WAL mode with
+``synchronous=FULL``) and belongs to the data owner: nothing in it is ever sent. It holds
+one table, ``charges``: one row per release (job, round, release kind, dataset, the
+release's adversary, its DpEvent as JSON, whether epsilon covers it, when).
+
+Adjacency, everywhere in Accord: two datasets are neighbours when one is the other with
+one record added or removed (unbounded DP). Every DpEvent a release states — from DP-SGD,
+client-level DP (whose party-level sensitivity is converted to this record-level
+adjacency before it is charged), or a DP statistic — is the event of its mechanism under
+this adjacency, so that the ledger may compose them.
+
+The release's adversary says who added its noise: ``coordinator_and_recipients`` when the
+node added it before the release, ``recipients_only`` when the coordinator adds it (central
+DP). Against a cap whose adversary is ``coordinator_and_recipients`` a coordinator-noised
+release buys nothing: it counts as ``NonPrivateDpEvent`` (infinite epsilon). Against a
+``recipients_only`` cap every release counts with its own event. A ``NoOpDpEvent`` costs
+nothing against anyone.
+
+A release is charged before it leaves the node, in one ``BEGIN IMMEDIATE`` transaction:
+for every cap of its dataset, epsilon at the cap's delta over the stored events that count
+against the cap's adversary plus the new one must stay within the cap's epsilon, or
+nothing is stored and :class:`~accord.errors.RefusedError` (exit 3) names the party, the
+dataset, the cap, and the spent and would-be epsilon. Two processes charging one ledger at
+once are serialised by SQLite's write lock, so together they never overspend.
+
+Accounting is ``dp-accounting``'s, never ours: PLD where PLD supports every event of the
+dataset, otherwise RDP (one accountant per dataset, so its epsilons compose). Identical
+events are composed as one ``SelfComposedDpEvent`` (the same composition; PLD's
+self-composition costs one FFT instead of one convolution per round), so a charge costs
+about the same after a thousand rounds as after one.
+
+A release without a DP mechanism (an exact count, a metric) on a capped dataset is refused
+unless ``node.toml`` exempts its kind; an exempt one is stored with ``covered = false`` and
+a ``NoOpDpEvent``, and reports mark it "not covered by epsilon".
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dp_accounting import (
+    ComposedDpEvent,
+    DpEvent,
+    NonPrivateDpEvent,
+    NoOpDpEvent,
+    SelfComposedDpEvent,
+)
+
+from accord.errors import AccordError, InputError, RefusedError
+from accord.privacy.accounting import (
+    Accountant,
+    best_accountant,
+    epsilon_of_events,
+    make_accountant,
+    supports_pld,
+)
+from accord.privacy.caps import Cap, load_node_settings
+from accord.privacy.events import Adversary, event_from_json, event_to_json
+
+LEDGER_FILE = Path("state") / "ledger.sqlite3"
+
+# Seconds a charge waits for another process's charge to finish (it holds the write lock
+# while it computes epsilon, which takes well under a second per cap).
+_BUSY_TIMEOUT_S = 120.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS charges (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id       TEXT    NOT NULL,
+    round        INTEGER NOT NULL,
+    release_kind TEXT    NOT NULL,
+    dataset      TEXT    NOT NULL,
+    adversary    TEXT    NOT NULL,
+    event_json   TEXT    NOT NULL,
+    covered      INTEGER NOT NULL CHECK (covered IN (0, 1)),
+    created_at   TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS charges_by_dataset ON charges (dataset, id);
+"""
+
+_COLUMNS = "id, job_id, round, release_kind, dataset, adversary, event_json, covered, created_at"
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One stored release."""
+
+    id: int
+    job_id: str
+    round: int
+    release_kind: str
+    dataset: str
+    adversary: Adversary
+    event_json: str
+    covered: bool
+    created_at: str
+
+    @property
+    def event(self) -> DpEvent:
+        return event_from_json(self.event_json)
+
+
+@dataclass(frozen=True)
+class CapSpend:
+    """Epsilon spent against ``cap`` (at its delta), after a charge or for a plan."""
+
+    cap: Cap
+    epsilon: float
+
+    @property
+    def remaining(self) -> float:
+        return max(self.cap.epsilon - self.epsilon, 0.0)
+
+
+@dataclass(frozen=True)
+class ChargeReceipt:
+    """What :meth:`PrivacyLedger.charge` stored, and each cap's epsilon after it."""
+
+    charge: Charge
+    accountant: Accountant
+    spends: tuple[CapSpend, ...]
+
+
+class PrivacyLedger:
+    """The ledger of one node home (created on first use)."""
+
+    def __init__(self, home: Path) -> None:
+        if not home.is_dir():
+            raise InputError(f"{home}: node home not found (give an existing --node-home)")
+        self.home = home
+        self.path = home / LEDGER_FILE
+        settings = load_node_settings(home)
+        self.party = settings.party or home.name
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._transaction() as conn:
+            # One statement at a time: executescript() would commit the transaction.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+    # -- storage ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; ``ROLLBACK`` on any exception."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for reads (a deferred transaction)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _rows(
+        conn: sqlite3.Connection, where: str = "", args: tuple[object, ...] = ()
+    ) -> list[Charge]:
+        cursor = conn.execute(f"SELECT {_COLUMNS} FROM charges {where} ORDER BY id", args)
+        return [
+            Charge(
+                id=row[0],
+                job_id=row[1],
+                round=row[2],
+                release_kind=row[3],
+                dataset=row[4],
+                adversary=Adversary(row[5]),
+                event_json=row[6],
+                covered=bool(row[7]),
+                created_at=row[8],
+            )
+            for row in cursor
+        ]
+
+    # -- queries ------------------------------------------------------------------------
+
+    def charges(self, job_id: str | None = None) -> list[Charge]:
+        """Every stored charge (of one job), oldest first."""
+        with self._reading() as conn:
+            if job_id is None:
+                return self._rows(conn)
+            return self._rows(conn, "WHERE job_id = ?", (job_id,))
+
+    def datasets(self) -> list[str]:
+        """Datasets with at least one charge, in the order of their first charge."""
+        return list(dict.fromkeys(charge.dataset for charge in self.charges()))
+
+    def accountant_for(self, dataset: str) -> Accountant:
+        """``"pld"`` where PLD supports every stored event of ``dataset``, else ``"rdp"``."""
+        return self.accountant_choice(dataset)[0]
+
+    def accountant_choice(self, dataset: str) -> tuple[Accountant, str]:
+        """The accountant of ``dataset`` and why, in a few words."""
+        with self._reading() as conn:
+            events = [charge.event for charge in self._rows(conn, *_of(dataset))]
+        accountant = _accountant(events)
+        if accountant == "pld":
+            return accountant, "PLD supports every event of this dataset"
+        unsupported = sorted(
+            {type(leaf).__name__ for leaf, _ in _leaves(events) if not supports_pld([leaf])}
+        )
+        return accountant, f"PLD does not support {', '.join(unsupported) or 'these events'}"
+
+    def spent(self, dataset: str, cap: Cap) -> float:
+        """Epsilon at ``cap.delta`` over the stored events that count against ``cap``."""
+        _check_caps(dataset, [cap])
+        with self._reading() as conn:
+            stored = self._rows(conn, *_of(dataset))
+        accountant = _accountant([charge.event for charge in stored])
+        return _epsilon(_counted(stored, cap), cap.delta, accountant)
+
+    def plan_fits(
+        self,
+        dataset: str,
+        planned_events: Sequence[DpEvent],
+        adversary: Adversary | str,
+        caps: Sequence[Cap],
+    ) -> tuple[bool, str]:
+        """Would a job's whole plan fit every cap, given what is already spent?
+
+        Call it when a job is accepted, before any record is read for training. The
+        answer's text is one line: what fits, or (refused) the party, dataset, cap, spent
+        and planned epsilon.
+        """
+        _check_caps(dataset, caps)
+        adversary = Adversary(adversary)
+        with self._reading() as conn:
+            stored = self._rows(conn, *_of(dataset))
+        planned = [(event, adversary) for event in planned_events]
+        accountant = _accountant([c.event for c in stored] + list(planned_events))
+        parts: list[str] = []
+        for cap in caps:
+            counted = _counted(stored, cap)
+            after = _epsilon(counted + _count_against(planned, cap), cap.delta, accountant)
+            if not after <= cap.epsilon:
+                before = _epsilon(counted, cap.delta, accountant)
+                return False, (
+                    f"party {self.party!r}: the job's plan for dataset {dataset!r} would reach "
+                    f"epsilon {_fmt(after)} against its cap {cap.describe()} "
+                    f"(already spent {_fmt(before)}, accountant {accountant})"
+                    f"{_why_infinite(after, adversary, cap)}"
+                )
+            parts.append(f"{_fmt(after)} of {cap.describe()}")
+        summary = "; ".join(parts) if parts else "the dataset has no cap"
+        return True, f"party {self.party!r}: the plan for dataset {dataset!r} fits: {summary}"
+
+    # -- the one write ------------------------------------------------------------------
+
+    def charge(
+        self,
+        job_id: str,
+        round: int,
+        kind: str,
+        dataset: str,
+        event: DpEvent | None,
+        adversary: Adversary | str,
+        caps: Sequence[Cap],
+        exempt: bool = False,
+    ) -> ChargeReceipt:
+        """Store one release if it fits every cap of ``dataset``; else refuse, store nothing.
+
+        ``caps`` are the dataset's caps (the node's, from ``node.toml``, plus any the
+        agreement adds); ``exempt`` is whether ``node.toml`` exempts ``kind``. ``event`` is
+        None for a release without a DP mechanism.
+        """
+        _check_caps(dataset, caps)
+        adversary = Adversary(adversary)
+        covered = event is not None
+        if event is None:
+            if caps and not exempt:
+                raise RefusedError(
+                    f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
+                    f"(job {job_id}, round {round}) carries no DP mechanism, and the dataset is "
+                    f"capped ({'; '.join(cap.describe() for cap in caps)}); node.toml exempts "
+                    f"no such kind (add it to [exempt] kinds to release it uncovered)"
+                )
+            event = NoOpDpEvent()
+        try:
+            event_json = event_to_json(event)
+        except ValueError as exc:
+            raise RefusedError(
+                f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
+                f"(job {job_id}, round {round}) states an event the ledger cannot account "
+                f"for: {exc}"
+            ) from None
+        created_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        with self._transaction() as conn:
+            stored = self._rows(conn, *_of(dataset))
+            accountant = _accountant([c.event for c in stored] + [event])
+            if not make_accountant(accountant).supports(event):
+                # Unknown -> refuse: even an uncapped dataset stores only what a cap added
+                # later could account for.
+                raise RefusedError(
+                    f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
+                    f"(job {job_id}, round {round}) states an event that neither accountant "
+                    f"supports under add-or-remove-one adjacency: {_short(event)}"
+                )
+            spends: list[CapSpend] = []
+            for cap in caps:
+                counted = _counted(stored, cap)
+                try:
+                    after = _epsilon(
+                        counted + _count_against([(event, adversary)], cap), cap.delta, accountant
+                    )
+                except InputError as exc:
+                    raise RefusedError(
+                        f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
+                        f"(job {job_id}, round {round}) cannot be accounted for: {exc}"
+                    ) from None
+                if not after <= cap.epsilon:
+                    before = _epsilon(counted, cap.delta, accountant)
+                    raise RefusedError(
+                        f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
+                        f"(job {job_id}, round {round}) would spend epsilon {_fmt(after)} "
+                        f"against its cap {cap.describe()} (already spent {_fmt(before)}, "
+                        f"accountant {accountant}){_why_infinite(after, adversary, cap)}"
+                    )
+                spends.append(CapSpend(cap, after))
+            cursor = conn.execute(
+                "INSERT INTO charges (job_id, round, release_kind, dataset, adversary, "
+                "event_json, covered, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    round,
+                    kind,
+                    dataset,
+                    adversary.value,
+                    event_json,
+                    int(covered),
+                    created_at,
+                ),
+            )
+            charge_id = cursor.lastrowid
+        assert charge_id is not None
+        stored_charge = Charge(
+            id=charge_id,
+            job_id=job_id,
+            round=round,
+            release_kind=kind,
+            dataset=dataset,
+            adversary=adversary,
+            event_json=event_json,
+            covered=covered,
+            created_at=created_at,
+        )
+        return ChargeReceipt(stored_charge, accountant, tuple(spends))
+
+
+# -- accounting helpers -----------------------------------------------------------------
+
+
+def _of(dataset: str) -> tuple[str, tuple[object, ...]]:
+    return "WHERE dataset = ?", (dataset,)
+
+
+def _check_caps(dataset: str, caps: Sequence[Cap]) -> None:
+    for cap in caps:
+        if cap.dataset != dataset:
+            raise AccordError(
+                f"a cap on dataset {cap.dataset!r} was given for a release from {dataset!r} "
+                "(a bug in the caller: pass settings.caps_for(dataset))"
+            )
+
+
+def _count_against(releases: Sequence[tuple[DpEvent, Adversary]], cap: Cap) -> list[DpEvent]:
+    """Each release's event as it counts against ``cap``'s adversary."""
+    counted: list[DpEvent] = []
+    for event, adversary in releases:
+        if (
+            cap.adversary is Adversary.COORDINATOR_AND_RECIPIENTS
+            and adversary is not Adversary.COORDINATOR_AND_RECIPIENTS
+            and not isinstance(event, NoOpDpEvent)
+        ):
+            # The coordinator added this noise: it protects nothing against the coordinator.
+            counted.append(NonPrivateDpEvent())
+        else:
+            counted.append(event)
+    return counted
+
+
+def _counted(stored: Sequence[Charge], cap: Cap) -> list[DpEvent]:
+    return _count_against([(charge.event, charge.adversary) for charge in stored], cap)
+
+
+def _leaves(events: Sequence[DpEvent]) -> list[tuple[DpEvent, int]]:
+    """Composition flattened: (event, times) for each distinct non-composed event, in order
+    of first appearance."""
+    counts: dict[str, int] = {}
+    firsts: dict[str, DpEvent] = {}
+
+    def walk(event: DpEvent, times: int) -> None:
+        if isinstance(event, ComposedDpEvent):
+            for inner in event.events:
+                walk(inner, times)
+        elif isinstance(event, SelfComposedDpEvent):
+            walk(event.event, times * event.count)
+        elif times > 0:
+            key = event_to_json(event)
+            firsts.setdefault(key, event)
+            counts[key] = counts.get(key, 0) + times
+
+    for event in events:
+        walk(event, 1)
+    return [(firsts[key], times) for key, times in counts.items()]
+
+
+def _accountant(events: Sequence[DpEvent]) -> Accountant:
+    leaves = [leaf for leaf, _ in _leaves(events)]
+    return best_accountant(leaves) if leaves else "pld"
+
+
+def _epsilon(events: Sequence[DpEvent], delta: float, accountant: Accountant) -> float:
+    """Epsilon at ``delta`` of ``events`` composed (``accounting`` groups equal events)."""
+    leaves = [leaf for leaf, _ in _leaves(events) if not isinstance(leaf, NoOpDpEvent)]
+    if not leaves:
+        return 0.0
+    if any(isinstance(leaf, NonPrivateDpEvent) for leaf in leaves):
+        return math.inf
+    return float(epsilon_of_events(events, delta, accountant))
+
+
+def _short(event: DpEvent) -> str:
+    text = repr(event)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _fmt(epsilon: float) -> str:
+    return "inf" if math.isinf(epsilon) else f"{epsilon:.6f}"
+
+
+def _why_infinite(epsilon: float, adversary: Adversary, cap: Cap) -> str:
+    if not math.isinf(epsilon):
+        return ""
+    if (
+        cap.adversary is Adversary.COORDINATOR_AND_RECIPIENTS
+        and adversary is not Adversary.COORDINATOR_AND_RECIPIENTS
+    ):
+        return (
+            "; the coordinator adds this noise (adversary recipients_only) and the cap does not "
+            'trust the coordinator (a cap with adversary = "recipients_only" would)'
+        )
+    return (
+        "; a stored release counts as non-private against this cap (coordinator-noised "
+        "or without a DP mechanism)"
+    )

@@ -1,0 +1,118 @@
+"""DP-SGD jobs: the plan is checked against each node's caps, charged once per round at
+the release gate before local training, and refused or stopped at the cap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from accord.errors import RefusedError, TooFewPartiesError
+from accord.fl.simulation import build_simulation
+from accord.job import load_job
+from accord.privacy.accounting import dpsgd_event, epsilon
+from accord.privacy.caps import load_node_settings
+from accord.privacy.events import Adversary
+from accord.privacy.ledger import PrivacyLedger
+from tests.conftest import Invoke, JobWriter
+
+DP_SECTION = """
+[privacy]
+mode = "dpsgd"
+noise_multiplier = 1.0
+clip_norm = 1.0
+delta = 1e-5
+"""
+
+
+def dp_job(write_job: JobWriter, rounds: int = 2, extra: str = "") -> Path:
+    text = write_job(rounds=rounds, model="logreg").read_text()
+    text = text.replace("parties = 4", "parties = 2").replace("min_parties = 1", "min_parties = 2")
+    return write_job(text + DP_SECTION + extra, name="dp.toml")
+
+
+def write_caps(homes: Path, epsilon_cap: float, exempt: str = "") -> None:
+    for party in ("party-1", "party-2"):
+        (homes / party).mkdir(parents=True, exist_ok=True)
+        (homes / party / "node.toml").write_text(
+            f'party = "{party}"\n[[caps]]\ndataset = "train"\nepsilon = {epsilon_cap}\n'
+            f"delta = 1e-5\n{exempt}"
+        )
+
+
+def round_epsilon(simulation: object, node_index: int, rounds: int) -> float:
+    plan = simulation.nodes[node_index].dp_plan  # type: ignore[attr-defined]
+    event = dpsgd_event(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds)
+    return epsilon(event, 1e-5, "pld")
+
+
+def test_dp_job_charges_once_per_round_and_budget_show_says_so(
+    write_job: JobWriter, tmp_path: Path, invoke: Invoke
+) -> None:
+    homes = tmp_path / "homes"
+    write_caps(homes, 50.0, exempt='[exempt]\nkinds = ["metrics"]\n')
+    simulation = build_simulation(load_job(dp_job(write_job)), tmp_path, homes)
+    records = simulation.coordinator.run().records
+    assert records[-1]["train_loss"] is None  # no loss is released in a DP job
+    ledger = PrivacyLedger(homes / "party-1")
+    charges = ledger.charges(simulation.job_id)
+    updates = [c for c in charges if c.release_kind == "update"]
+    assert [c.round for c in updates] == [1, 2]
+    assert all(not c.covered for c in charges if c.release_kind == "metrics")
+    cap = load_node_settings(homes / "party-1").caps[0]
+    spent = ledger.spent("train", cap)
+    assert spent == pytest.approx(round_epsilon(simulation, 0, 2), rel=1e-6)
+    shown = invoke("budget", "show", "--node-home", str(homes / "party-1"))
+    assert shown.code == 0 and f"{spent:.6f}" in shown.out
+
+
+def test_an_over_budget_job_is_refused_before_training(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    homes = tmp_path / "homes"
+    write_caps(homes, 0.5)
+    with pytest.raises(RefusedError, match=r"party 'party-1'.*'train'.*epsilon"):
+        build_simulation(load_job(dp_job(write_job, rounds=3)), tmp_path, homes)
+    assert PrivacyLedger(homes / "party-1").charges() == []
+
+
+def test_a_job_without_dp_is_refused_by_a_capped_node(write_job: JobWriter, tmp_path: Path) -> None:
+    homes = tmp_path / "homes"
+    write_caps(homes, 3.0)
+    text = write_job().read_text().replace("parties = 4", "parties = 2")
+    with pytest.raises(RefusedError, match=r"capped in node\.toml"):
+        build_simulation(load_job(write_job(text, name="plain.toml")), tmp_path, homes)
+
+
+def test_metrics_from_a_capped_dataset_are_refused_unless_exempt(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    homes = tmp_path / "homes"
+    write_caps(homes, 50.0)
+    simulation = build_simulation(load_job(dp_job(write_job, rounds=1)), tmp_path, homes)
+    record = simulation.coordinator.run().records[-1]
+    assert record["per_party"] == {}  # every node refused to release exact metrics
+
+
+def test_a_node_that_cannot_afford_the_next_round_stops_and_the_job_stops_cleanly(
+    write_job: JobWriter, tmp_path: Path, invoke: Invoke
+) -> None:
+    homes = tmp_path / "homes"
+    job_file = dp_job(write_job, rounds=3, extra="")
+    # First learn what one round costs, then set caps that the plan just fits.
+    probe = build_simulation(load_job(job_file), tmp_path, tmp_path / "probe")
+    three_rounds = max(round_epsilon(probe, i, 3) for i in (0, 1))
+    write_caps(homes, three_rounds * 1.02, exempt='[exempt]\nkinds = ["metrics"]\n')
+    simulation = build_simulation(load_job(job_file), tmp_path, homes)
+    # Another job spends on party-1's data meanwhile: round 3 no longer fits its cap.
+    plan = simulation.nodes[0].dp_plan
+    assert plan is not None
+    ledger = PrivacyLedger(homes / "party-1")
+    cap = load_node_settings(homes / "party-1").caps[0]
+    ledger.charge("other-job", 1, "update", "train", plan.round_event,
+                  Adversary.COORDINATOR_AND_RECIPIENTS, [cap])  # fmt: skip
+    with pytest.raises(TooFewPartiesError, match=r"round 3.*party-1"):
+        simulation.coordinator.run()
+    spent = ledger.spent("train", cap)
+    assert spent == pytest.approx(round_epsilon(simulation, 0, 3), rel=1e-6)
+    assert spent <= cap.epsilon

@@ -116,3 +116,26 @@ def test_a_node_that_cannot_afford_the_next_round_stops_and_the_job_stops_cleanl
     spent = ledger.spent("train", cap)
     assert spent == pytest.approx(round_epsilon(simulation, 0, 3), rel=1e-6)
     assert spent <= cap.epsilon
+
+
+def test_the_report_has_a_privacy_section(
+    write_job: JobWriter, tmp_path: Path, invoke: Invoke
+) -> None:
+    homes = tmp_path / "homes"
+    write_caps(homes, 50.0, exempt='[exempt]\nkinds = ["metrics"]\n')
+    out = tmp_path / "run"
+    result = invoke("run", str(dp_job(write_job)), "--out", str(out), "--quiet",
+                    "--node-homes", str(homes))  # fmt: skip
+    assert result.code == 0, result.err
+    import json
+
+    privacy = json.loads((out / "privacy.json").read_text())
+    party = privacy["parties"]["party-1"]
+    assert party["adversary"] == "coordinator_and_recipients" and party["rounds_charged"] == 2
+    spent = PrivacyLedger(homes / "party-1").spent(
+        "train", load_node_settings(homes / "party-1").caps[0]
+    )
+    assert party["epsilon"] == pytest.approx(spent, rel=1e-6)
+    html = (out / "report.html").read_text()
+    assert "<h2>Privacy</h2>" in html and "coordinator and recipients" in html
+    assert html.count("data:image/png;base64,") == 3

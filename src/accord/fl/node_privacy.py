@@ -11,17 +11,20 @@ training.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from accord.errors import InputError, RefusedError
 from accord.job import Job
+from accord.privacy.accounting import Accountant
 from accord.privacy.caps import NodePrivacySettings
 from accord.privacy.events import Adversary
 
 if TYPE_CHECKING:
     from dp_accounting import DpEvent
 
+    from accord.fl.node import Node
     from accord.privacy.ledger import PrivacyLedger
 
 
@@ -96,3 +99,55 @@ def plan_node_privacy(
         if not fits:
             raise RefusedError(why)
     return plan
+
+
+def job_epsilon(plan: DpSgdNodePlan, rounds: int, accountant: Accountant) -> float:
+    """Epsilon of ``rounds`` of this plan's round event at the plan's delta."""
+    if rounds == 0:
+        return 0.0
+    from accord.privacy.accounting import dpsgd_event, epsilon
+
+    event = dpsgd_event(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds)
+    return epsilon(event, plan.delta, accountant)
+
+
+def privacy_summary(job_id: str, nodes: Sequence[Node]) -> dict[str, Any] | None:
+    """For the report: epsilon per party at the job's delta, from its ledger (None: no DP).
+
+    Only the rounds a node actually charged count. In simulation the runner reads every
+    node's ledger and plan; in a deployment each node reports its own (``accord budget
+    show``). Per-party epsilons depend on each party's row count, through its sampling
+    rate: they are for whoever reads the run folder.
+    """
+    planned = [n for n in nodes if n.dp_plan is not None and n.gate.privacy is not None]
+    if not planned:
+        return None
+    parties: dict[str, Any] = {}
+    for node in planned:
+        plan, privacy = node.dp_plan, node.gate.privacy
+        assert plan is not None and privacy is not None
+        charged = sorted(
+            c.round for c in privacy.ledger.charges(job_id) if c.release_kind == "update"
+        )
+
+        parties[node.party] = {
+            "adversary": plan.adversary.value,
+            "noise_multiplier": plan.noise_multiplier,
+            "rounds_charged": len(charged),
+            "epsilon": job_epsilon(plan, len(charged), "pld"),
+            "accountant": "pld",
+            # The curve uses RDP: one conversion per round instead of one PLD per round.
+            "epsilon_by_round_rdp": [
+                [r, job_epsilon(plan, i + 1, "rdp")] for i, r in enumerate(charged)
+            ],
+        }
+    first = planned[0].dp_plan
+    assert first is not None
+    return {
+        "mode": "dpsgd",
+        "mechanism": "DP-SGD: Poisson-sampled Gaussian, per-example clipping",
+        "adjacency": "add or remove one record",
+        "delta": first.delta,
+        "clip_norm": first.clip_norm,
+        "parties": parties,
+    }

@@ -119,8 +119,11 @@ def execute_run(
             else {},
         }
     )
+    from accord.fl.node_privacy import privacy_summary
     from accord.report.html import write_report
+    from accord.report.privacy import write_privacy_summary
 
+    write_privacy_summary(run_dir, privacy_summary(simulation.job_id, simulation.nodes))
     write_report(run_dir)
     return RunOutcome(run_dir, simulation, result)
 

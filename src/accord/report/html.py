@@ -10,6 +10,12 @@ from typing import Any
 from accord.fileio import write_bytes_atomic, write_text_atomic
 from accord.fl.run_dir import RunDir
 from accord.report.plots import metric_plots
+from accord.report.privacy import (
+    ADVERSARY_WORDS,
+    epsilon_plot,
+    privacy_rows,
+    read_privacy_summary,
+)
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1040px; color: #222; }
@@ -24,7 +30,41 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
 
 
-def summary_lines(job: dict[str, Any], records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def privacy_line(privacy: dict[str, Any] | None) -> str:
+    if privacy is None:
+        return "none: this run releases updates without DP noise"
+    worst = max(f["epsilon"] for f in privacy["parties"].values())
+    adversaries = sorted({ADVERSARY_WORDS[f["adversary"]] for f in privacy["parties"].values()})
+    return (
+        f"{privacy['mechanism']}; epsilon at most {worst:.4f} per party at delta "
+        f"{privacy['delta']:g}, against {' / '.join(adversaries)}"
+    )
+
+
+def privacy_section(privacy: dict[str, Any]) -> list[str]:
+    header = ("party", "epsilon", "holds against", "delta", "noise multiplier", "clip norm",
+              "accountant", "rounds charged")  # fmt: skip
+    parts = [
+        "<h2>Privacy</h2>",
+        f"<p>{html.escape(privacy['mechanism'])}; adjacency: "
+        f"{html.escape(privacy['adjacency'])}. Each figure comes from that party's own "
+        "ledger and counts only the rounds it charged (in simulation, read from every node "
+        "home; in a deployment, each node's <code>accord budget show</code>).</p><table><tr>",
+        *(f"<th>{html.escape(h)}</th>" for h in header),
+        "</tr>",
+    ]
+    for row in privacy_rows(privacy):
+        parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+    encoded = base64.b64encode(epsilon_plot(privacy)).decode("ascii")
+    parts.append(f"</table><img alt='epsilon per round' src='data:image/png;base64,{encoded}'>")
+    parts.append("<p class='note'>The table uses PLD (the ledger's accountant); the curve uses "
+                 "RDP, an upper bound that is faster to draw round by round.</p>")  # fmt: skip
+    return parts
+
+
+def summary_lines(
+    job: dict[str, Any], records: list[dict[str, Any]], privacy: dict[str, Any] | None = None
+) -> list[tuple[str, str]]:
     last_eval = next((r for r in reversed(records) if "federated" in r or "server_test" in r), None)
     rows = [
         ("job", job["job"]["name"]),
@@ -36,7 +76,7 @@ def summary_lines(job: dict[str, Any], records: list[dict[str, Any]]) -> list[tu
             f"{job['data']['source']} "
             f"({job['data'].get('partition', {}).get('kind', 'iid')} partition)",
         ),
-        ("differential privacy", "none: this run releases updates without DP noise"),
+        ("differential privacy", privacy_line(privacy)),
     ]
     if last_eval is not None and "accuracy" in last_eval.get("federated", {}):
         fed = last_eval["federated"]
@@ -60,7 +100,10 @@ def summary_lines(job: dict[str, Any], records: list[dict[str, Any]]) -> list[tu
 
 
 def render_report(
-    job: dict[str, Any], records: list[dict[str, Any]], plots: dict[str, bytes]
+    job: dict[str, Any],
+    records: list[dict[str, Any]],
+    plots: dict[str, bytes],
+    privacy: dict[str, Any] | None = None,
 ) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -71,9 +114,11 @@ def render_report(
     ]
     parts += [
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-        for k, v in summary_lines(job, records)
+        for k, v in summary_lines(job, records, privacy)
     ]
     parts.append("</table>")
+    if privacy is not None:
+        parts += privacy_section(privacy)
     for name, png in plots.items():
         encoded = base64.b64encode(png).decode("ascii")
         parts.append(f"<h2>{html.escape(name.removesuffix('.png').title())}</h2>")
@@ -109,4 +154,5 @@ def write_report(run_dir: RunDir) -> None:
     plots = metric_plots(records)
     for name, png in plots.items():
         write_bytes_atomic(run_dir.path / name, png)
-    write_text_atomic(run_dir.report_file, render_report(job, records, plots))
+    privacy = read_privacy_summary(run_dir)
+    write_text_atomic(run_dir.report_file, render_report(job, records, plots, privacy))

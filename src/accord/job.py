@@ -6,15 +6,14 @@ never silently ignored); relative paths are resolved against the job file's fold
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from accord.config_errors import read_toml, validation_line
 from accord.data.config import DataConfig
 from accord.errors import JobFileError
 from accord.privacy.config import PrivacyConfig
@@ -160,70 +159,20 @@ class Job(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
-    """One line for pydantic's first error: the dotted key, what is wrong, a suggestion."""
-    loc = [str(part) for part in error["loc"]]
-    key = ".".join(loc) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        parent: Any = raw
-        for part in loc[:-1]:
-            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
-        allowed = _allowed_keys(loc[:-1])
-        close = difflib.get_close_matches(loc[-1], allowed, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
-        return f"{key}: unknown key; {hint}"
-    if error["type"] == "missing":
-        return f"{key}: required key is missing"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if message.startswith(f"{key}."):
-        return message
-    if error["type"] == "literal_error":
-        choices = message.removeprefix("Input should be ")
-        return f"{key}: unknown value {error.get('input')!r}; choose {choices}"
-    if "input" not in error or isinstance(error["input"], dict | list):
-        return f"{key}: {message}"
-    return f"{key}: {message} (got {error['input']!r})"
-
-
-def _allowed_keys(path: list[str]) -> list[str]:
-    model: Any = Job
-    for part in path:
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
-            return []
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        model = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
-        if model is None:
-            return []
-    return sorted((info.alias or name) for name, info in model.model_fields.items())
-
-
 def parse_job(raw: dict[str, Any], source: str) -> Job:
     """Validate a parsed TOML document; errors become one :class:`JobFileError` line."""
     try:
         return Job.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = exc.error_count() - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise JobFileError(f"{source}: {_describe(dict(first), raw)}{suffix}") from None
+        raise JobFileError(f"{source}: {validation_line(exc, Job)}") from None
 
 
 def load_job(path: Path) -> Job:
     """Read and validate a job file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_toml(path, JobFileError, "job file")
     except FileNotFoundError:
         raise JobFileError(f"{path}: job file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise JobFileError(f"{path}: cannot read the job file ({exc})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise JobFileError(f"{path}: not valid TOML ({exc})") from None
     return parse_job(raw, str(path))
 
 

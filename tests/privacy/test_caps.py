@@ -82,13 +82,13 @@ def test_no_node_toml_means_no_caps(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('party = "a"\nbudget = 3\n', "unknown key 'budget'"),
+        ('party = "a"\nbudget = 3\n', "budget: unknown key"),
         (
             'party = "a"\n[[caps]]\ndataset = "train"\nepsilom = 3.0\ndelta = 1e-5\n',
-            "unknown key 'caps[0].epsilom'; did you mean 'epsilon'?",
+            "caps[0].epsilom: unknown key; did you mean 'epsilon'?",
         ),
-        ('party = "a"\n[exempt]\nkind = ["metrics"]\n', "unknown key 'exempt.kind'"),
-        ('party = "a"\n[override]\njob = true\n', "unknown key 'override'"),
+        ('party = "a"\n[exempt]\nkind = ["metrics"]\n', "exempt.kind: unknown key; did you mean 'kinds'?"),
+        ('party = "a"\n[override]\njob = true\n', "override: unknown key"),
     ],
 )
 def test_unknown_keys_are_refused(tmp_path: Path, text: str, expected: str) -> None:

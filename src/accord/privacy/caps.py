@@ -34,15 +34,13 @@ add caps of its own, never remove these). Unknown keys are refused, never ignore
 
 from __future__ import annotations
 
-import difflib
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from accord.config_errors import read_toml, validation_line
 from accord.errors import InputError
 from accord.privacy.events import Adversary
 
@@ -116,52 +114,15 @@ def load_node_settings(home: Path) -> NodePrivacySettings:
     """
     path = home / NODE_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_toml(path, InputError, "node file")
     except FileNotFoundError:
         return NodePrivacySettings()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it ({exc})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML ({exc})") from None
     try:
         parsed = _NodeFile.model_validate(raw)
     except ValidationError as exc:
-        # An unknown key first: a misspelt key also makes the real one look missing.
-        errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
-        first = errors[0]
-        more = exc.error_count() - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise InputError(f"{path}: {_describe(dict(first))}{suffix}") from None
+        raise InputError(f"{path}: {validation_line(exc, _NodeFile)}") from None
     return NodePrivacySettings(
         party=parsed.party,
         caps=list(parsed.caps),
         exempt_kinds=frozenset(parsed.exempt.kinds),
     )
-
-
-def _describe(error: dict[str, Any]) -> str:
-    """One line for pydantic's error: the key (``caps[0].epsilon``), what is wrong."""
-    key = ""
-    for part in error["loc"]:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    key = key or "(top level)"
-    if error["type"] == "extra_forbidden":
-        name = str(error["loc"][-1])
-        allowed = _allowed_keys([p for p in error["loc"][:-1] if not isinstance(p, int)])
-        close = difflib.get_close_matches(name, allowed, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
-        return f"unknown key {key!r}; {hint}"
-    if error["type"] == "missing":
-        return f"{key}: required key is missing"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if "input" not in error or isinstance(error["input"], dict | list):
-        return f"{key}: {message}"
-    return f"{key}: {message} (got {error['input']!r})"
-
-
-def _allowed_keys(path: list[Any]) -> list[str]:
-    models: dict[str, type[BaseModel]] = {"": _NodeFile, "caps": Cap, "exempt": _Exempt}
-    model = models.get(str(path[0]) if path else "", _NodeFile)
-    return sorted(model.model_fields)

@@ -87,7 +87,10 @@ def test_no_node_toml_means_no_caps(tmp_path: Path) -> None:
             'party = "a"\n[[caps]]\ndataset = "train"\nepsilom = 3.0\ndelta = 1e-5\n',
             "caps[0].epsilom: unknown key; did you mean 'epsilon'?",
         ),
-        ('party = "a"\n[exempt]\nkind = ["metrics"]\n', "exempt.kind: unknown key; did you mean 'kinds'?"),
+        (
+            'party = "a"\n[exempt]\nkind = ["metrics"]\n',
+            "exempt.kind: unknown key; did you mean 'kinds'?",
+        ),
         ('party = "a"\n[override]\njob = true\n', "override: unknown key"),
     ],
 )

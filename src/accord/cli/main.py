@@ -44,6 +44,7 @@ def app() -> None:
 def run(job: Path, out: Path | None, resume: bool, node_homes: Path | None, quiet: bool) -> None:
     """Run a federated JOB (a TOML file) in simulation and write runs/<name>/."""
     from accord.cli.progress import round_progress
+    from accord.fl.run_dir import headline_metrics
     from accord.fl.runner import execute_run, prepare_run
 
     simulation, run_dir = prepare_run(job, out, resume, node_homes)
@@ -51,7 +52,7 @@ def run(job: Path, out: Path | None, resume: bool, node_homes: Path | None, quie
     with round_progress(simulation.job.job.rounds, done, enabled=not quiet) as on_round:
         outcome = execute_run(simulation, run_dir, resume, on_round)
     last = outcome.result.records[-1] if outcome.result.records else {}
-    metrics = last.get("federated") or last.get("server_test") or {}
+    metrics = headline_metrics(last)
     print(f"report: {outcome.run_dir.report_file}")
     if "accuracy" in metrics:
         print(f"test accuracy {metrics['accuracy']:.4f}")

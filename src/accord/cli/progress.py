@@ -22,6 +22,8 @@ def round_progress(
         TimeRemainingColumn,
     )
 
+    from accord.fl.run_dir import headline_metrics
+
     columns = (
         TextColumn("round"),
         MofNCompleteColumn(),
@@ -33,7 +35,7 @@ def round_progress(
         task = progress.add_task("rounds", total=total_rounds, completed=done, status="")
 
         def update(record: dict[str, Any]) -> None:
-            metrics = record.get("federated") or record.get("server_test") or {}
+            metrics = headline_metrics(record)
             loss = record.get("train_loss")
             status = "" if loss is None else f"train loss {loss:.4f}"
             if "accuracy" in metrics:

@@ -33,6 +33,8 @@ class LocalPlan:
 class LocalResult:
     mean_loss: float
     steps: int
+    mean_gradient: torch.Tensor | None = None
+    """With a correction (SCAFFOLD): the mean of the uncorrected gradients over the steps."""
 
 
 def _batches(n: int, batch_size: int, order: torch.Tensor | None) -> list[slice | torch.Tensor]:
@@ -63,6 +65,7 @@ def train_local(
     per_epoch = math.ceil(n / plan.batch_size)
     total_steps = plan.steps if plan.steps is not None else (plan.epochs or 1) * per_epoch
     loss_total = torch.zeros((), dtype=torch.float64)
+    gradient_sum = torch.zeros_like(flat) if correction is not None else None
     steps = 0
     if not module.training:
         module.train()
@@ -77,7 +80,8 @@ def train_local(
                     grad.add_(flat, alpha=plan.weight_decay)
                 if plan.objective is LocalObjective.PROXIMAL and plan.proximal_mu:
                     grad.add_(flat - global_params, alpha=plan.proximal_mu)
-                if correction is not None:
+                if correction is not None and gradient_sum is not None:
+                    gradient_sum.add_(grad)
                     grad.add_(correction)
                 step = grad
                 if velocity is not None:
@@ -88,7 +92,8 @@ def train_local(
             steps += 1
             if steps >= total_steps:
                 break
-    return LocalResult(float(loss_total) / max(steps, 1), steps)
+    mean_gradient = None if gradient_sum is None else gradient_sum / max(steps, 1)
+    return LocalResult(float(loss_total) / max(steps, 1), steps, mean_gradient)
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,8 +205,11 @@ class Node:
             correction=server_control - own_control,
         )  # fmt: skip
         delta = self.model.flat - request.global_params
-        # Option II: c_i+ = c_i - c + (x - y_i) / (K lr), and x - y_i = -delta.
-        new_control = own_control - server_control - delta / (result.steps * request.lr)
+        # c_i+ is the mean uncorrected local gradient. With plain SGD this equals option II,
+        # c_i - c + (x - y_i) / (K lr); unlike that formula it stays right with momentum,
+        # which moves the model about 1 / (1 - momentum) times further.
+        assert result.mean_gradient is not None
+        new_control = result.mean_gradient
         self.home.save_round_state(self.config.job_id, request.round, {"control": new_control})
         tensors["delta"] = delta
         tensors["control_delta"] = new_control - own_control

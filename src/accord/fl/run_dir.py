@@ -28,6 +28,16 @@ class Checkpoint:
     records: list[dict[str, Any]]
 
 
+def headline_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """A round's test metrics to show: federated where they exist, else the coordinator's
+    simulation-only test set, else nothing."""
+    for source in ("federated", "server_test"):
+        metrics = record.get(source) or {}
+        if "accuracy" in metrics:
+            return dict(metrics)
+    return {}
+
+
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path

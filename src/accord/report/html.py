@@ -8,7 +8,7 @@ import tomllib
 from typing import Any
 
 from accord.fileio import write_bytes_atomic, write_text_atomic
-from accord.fl.run_dir import RunDir
+from accord.fl.run_dir import RunDir, headline_metrics
 from accord.report.plots import metric_plots
 from accord.report.privacy import (
     ADVERSARY_WORDS,
@@ -128,7 +128,7 @@ def render_report(
         "<th>test loss</th><th>test accuracy</th><th>bytes</th><th>seconds</th></tr>"
     )
     for r in records:
-        fed = r.get("federated", r.get("server_test", {}))
+        fed = headline_metrics(r)
         seconds = sum(r.get("seconds", {}).values())
         train_loss = r.get("train_loss")
         parts.append(

@@ -92,6 +92,7 @@ def test_metrics_from_a_capped_dataset_are_refused_unless_exempt(
     simulation = build_simulation(load_job(dp_job(write_job, rounds=1)), tmp_path, homes)
     record = simulation.coordinator.run().records[-1]
     assert record["per_party"] == {}  # every node refused to release exact metrics
+    assert set(record["refused_metrics"]) == {"party-1", "party-2"}
 
 
 def test_a_node_that_cannot_afford_the_next_round_stops_and_the_job_stops_cleanly(
@@ -132,6 +133,7 @@ def test_the_report_has_a_privacy_section(
     privacy = json.loads((out / "privacy.json").read_text())
     party = privacy["parties"]["party-1"]
     assert party["adversary"] == "coordinator_and_recipients" and party["rounds_charged"] == 2
+    assert party["not_covered_by_epsilon"] == ["metrics"]
     spent = PrivacyLedger(homes / "party-1").spent(
         "train", load_node_settings(homes / "party-1").caps[0]
     )
@@ -139,3 +141,35 @@ def test_the_report_has_a_privacy_section(
     html = (out / "report.html").read_text()
     assert "<h2>Privacy</h2>" in html and "coordinator and recipients" in html
     assert html.count("data:image/png;base64,") == 3
+
+
+def test_resume_plans_only_the_rounds_not_yet_charged(write_job: JobWriter, tmp_path: Path) -> None:
+    from accord.fl.runner import execute_run, prepare_run
+
+    job_file = dp_job(write_job, rounds=3)
+    probe = build_simulation(load_job(job_file), tmp_path, tmp_path / "probe")
+    write_caps(homes := tmp_path / "homes", max(round_epsilon(probe, i, 3) for i in (0, 1)) * 1.02,
+               exempt='[exempt]\nkinds = ["metrics"]\n')  # fmt: skip
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(record: dict[str, object]) -> None:
+        if record["round"] == 2:
+            raise Crash
+
+    simulation, run_dir = prepare_run(job_file, tmp_path / "run", False, homes)
+    with pytest.raises(Crash):
+        execute_run(simulation, run_dir, False, crash_after_two)
+    # The whole plan (3 rounds) no longer fits on top of 2 charged rounds; the rest does.
+    simulation, run_dir = prepare_run(job_file, tmp_path / "run", True, homes)
+    execute_run(simulation, run_dir, True)
+    charges = PrivacyLedger(homes / "party-1").charges(simulation.job_id)
+    assert sorted(c.round for c in charges if c.release_kind == "update") == [1, 2, 3]
+
+
+def test_a_job_cannot_name_the_dataset_it_is_charged_to(write_job: JobWriter) -> None:
+    from accord.errors import JobFileError
+
+    with pytest.raises(JobFileError, match=r"privacy\.dataset: unknown key"):
+        load_job(dp_job(write_job, extra='dataset = "elsewhere"\n'))

@@ -71,12 +71,7 @@ def _how(accountant: str, delta: float) -> str:
 
 @click.group("privacy", help="Privacy calculators: epsilon of DP-SGD, noise for a target.")
 def privacy_group() -> None:
-    import logging
-
-    # dp-accounting's RDP logs a warning for each order whose series does not converge and
-    # then leaves that order out, which can only loosen (never understate) epsilon: noise
-    # for a user, dozens of lines during a calibration.
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    pass
 
 
 @privacy_group.command("epsilon")

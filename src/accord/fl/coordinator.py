@@ -180,6 +180,8 @@ class Coordinator:
             replies = [exchange.replies[p] for p in self.parties if p in exchange.replies]
             out["federated"] = combine_metrics(replies)
             out["per_party"] = {r.sender: dict(r.scalars) for r in replies}
+            if exchange.failed:
+                out["refused_metrics"] = dict(exchange.failed)
             out["eval_bytes_down"] = exchange.bytes_down
             out["eval_bytes_up"] = exchange.bytes_up
         if self.server_evaluator is not None:

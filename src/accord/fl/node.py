@@ -26,16 +26,13 @@ from accord.fl.messages import (
     TrainRequest,
 )
 from accord.fl.node_home import NodeHome
-from accord.fl.node_privacy import DpSgdNodePlan
+from accord.fl.node_privacy import TEST_DATASET, TRAIN_DATASET, DpSgdNodePlan
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
 from accord.node_secrets import open_node_generator
 from accord.secure_random import SecureGenerator
 from accord.seeds import SeedTag, seeded
 from accord.transport.base import NodeEndpoint
-
-TRAIN_DATASET = "train"
-TEST_DATASET = "test"
 
 CustomTrain = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]], float]
 CustomEvaluate = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
@@ -131,6 +128,8 @@ class Node:
                     adversary=self.dp_plan.adversary.value,
                 )
             )  # fmt: skip
+        # A node with a ledger records even a release without DP (refused where capped).
+        self.gate.charge(request.round, ReleaseKind.UPDATE, TRAIN_DATASET, None, None)
         if self.custom_train is not None:
             mean_loss, steps = self._train_custom(request), 0
             tensors["delta"] = self.model.flat - request.global_params
@@ -163,7 +162,7 @@ class Node:
         privacy = self.gate.privacy
         if privacy is not None and privacy.settings.caps_for(TEST_DATASET):
             return TEST_DATASET
-        return self.dp_plan.dataset if self.dp_plan is not None else TRAIN_DATASET
+        return TRAIN_DATASET
 
     def _shuffle_rng(self, round_number: int) -> np.random.Generator | None:
         cfg = self.config

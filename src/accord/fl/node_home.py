@@ -39,6 +39,8 @@ class NodeHome:
                 owner = tomllib.loads(node_file.read_text(encoding="utf-8")).get("party")
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise InputError(f"{node_file}: not valid TOML ({exc})") from None
+            if owner is None:
+                raise InputError(f'{node_file}: no party line; add party = "{party}"')
             if owner != party:
                 raise InputError(
                     f"{node_file}: this node home belongs to party {owner!r}, not {party!r}; "

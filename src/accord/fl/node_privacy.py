@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from accord.privacy.ledger import PrivacyLedger
 
 
+TRAIN_DATASET = "train"
+"""A node's training data, as its node.toml caps name it."""
+TEST_DATASET = "test"
+"""A node's test split, when node.toml declares it as a dataset of its own."""
+
+
 @dataclass(frozen=True, slots=True)
 class DpSgdNodePlan:
     """What a DP-SGD job costs on this node, per round and in all."""
@@ -50,15 +56,22 @@ def steps_per_round(job: Job, rows: int) -> int:
 
 
 def plan_node_privacy(
-    job: Job, party: str, rows: int, settings: NodePrivacySettings, ledger: PrivacyLedger | None
+    job: Job,
+    job_id: str,
+    party: str,
+    rows: int,
+    settings: NodePrivacySettings,
+    ledger: PrivacyLedger | None,
 ) -> DpSgdNodePlan | None:
     """This node's DP-SGD plan (``None`` for a job without DP), refused if over a cap."""
     privacy = job.privacy
-    caps = settings.caps_for(privacy.dataset)
+    # The node, not the job, says which of its datasets training reads: a job cannot
+    # choose a name that has no cap.
+    caps = settings.caps_for(TRAIN_DATASET)
     if not privacy.enabled:
         if caps:
             raise RefusedError(
-                f"party {party!r}: dataset {privacy.dataset!r} is capped in node.toml "
+                f"party {party!r}: dataset {TRAIN_DATASET!r} is capped in node.toml "
                 f"({caps[0].describe()}) and this job has no differential privacy "
                 '(privacy.mode = "none"); run it with privacy.mode = "dpsgd"'
             )
@@ -82,7 +95,7 @@ def plan_node_privacy(
             privacy.accountant,
         )  # fmt: skip
     plan = DpSgdNodePlan(
-        dataset=privacy.dataset,
+        dataset=TRAIN_DATASET,
         noise_multiplier=sigma,
         clip_norm=privacy.clip_norm,
         sample_rate=sample_rate,
@@ -93,8 +106,11 @@ def plan_node_privacy(
         delta=privacy.delta,
     )
     if ledger is not None and caps:
+        # On resume, rounds this job already charged are in the ledger: plan the rest.
+        charged = {c.round for c in ledger.charges(job_id) if c.release_kind == "update"}
+        remaining = job.job.rounds - len(charged)
         fits, why = ledger.plan_fits(
-            plan.dataset, [plan.round_event] * job.job.rounds, plan.adversary, caps
+            plan.dataset, [plan.round_event] * remaining, plan.adversary, caps
         )
         if not fits:
             raise RefusedError(why)
@@ -126,14 +142,16 @@ def privacy_summary(job_id: str, nodes: Sequence[Node]) -> dict[str, Any] | None
     for node in planned:
         plan, privacy = node.dp_plan, node.gate.privacy
         assert plan is not None and privacy is not None
-        charged = sorted(
-            c.round for c in privacy.ledger.charges(job_id) if c.release_kind == "update"
-        )
+        charges = privacy.ledger.charges(job_id)
+        charged = sorted(c.round for c in charges if c.release_kind == "update")
+        uncovered = sorted({c.release_kind for c in charges if not c.covered})
 
         parties[node.party] = {
             "adversary": plan.adversary.value,
             "noise_multiplier": plan.noise_multiplier,
             "rounds_charged": len(charged),
+            # Exact releases that node.toml exempts: outside every epsilon above.
+            "not_covered_by_epsilon": uncovered,
             "epsilon": job_epsilon(plan, len(charged), "pld"),
             "accountant": "pld",
             # The curve uses RDP: one conversion per round instead of one PLD per round.

@@ -204,7 +204,7 @@ def node_privacy(
     from accord.privacy.ledger import PrivacyLedger
 
     ledger = PrivacyLedger(home.path)
-    plan = plan_node_privacy(job, party.name, len(party.y_train), settings, ledger)
+    plan = plan_node_privacy(job, job_id, party.name, len(party.y_train), settings, ledger)
     return GatePrivacy(job_id, ledger, settings), plan
 
 

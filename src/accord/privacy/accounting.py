@@ -31,12 +31,18 @@ uses everywhere):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from accord.errors import InputError
+
+# dp-accounting's RDP logs a warning for each order whose series does not converge and then
+# leaves that order out, which can only loosen (never understate) epsilon: noise for a user,
+# dozens of lines during a calibration or a report.
+logging.getLogger("absl").setLevel(logging.ERROR)
 
 if TYPE_CHECKING:
     from dp_accounting import DpEvent, PrivacyAccountant

@@ -23,13 +23,11 @@ class PrivacyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["none", "dpsgd"] = "none"
-    noise_multiplier: float | None = Field(default=None, ge=0)
+    noise_multiplier: float | None = Field(default=None, gt=0)
     target_epsilon: float | None = Field(default=None, gt=0)
     delta: float = Field(default=1e-5, gt=0, lt=1)
     clip_norm: float = Field(default=1.0, gt=0)
     accountant: Literal["pld", "rdp"] = "pld"
-    dataset: str = Field(default="train", pattern=r"^[A-Za-z0-9_.-]+$")
-    """The node dataset that training reads (its caps in node.toml apply)."""
 
     @model_validator(mode="after")
     def _one_noise_setting(self) -> Self:
@@ -40,7 +38,7 @@ class PrivacyConfig(BaseModel):
             return self
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ValueError(
-                "privacy: give exactly one of privacy.noise_multiplier and privacy.target_epsilon"
+                "privacy.noise_multiplier / privacy.target_epsilon: give exactly one of them"
             )
         return self
 

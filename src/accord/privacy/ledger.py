@@ -39,6 +39,7 @@ a ``NoOpDpEvent``, and reports mark it "not covered by epsilon".
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -140,6 +141,9 @@ class PrivacyLedger:
         settings = load_node_settings(home)
         self.party = settings.party or home.name
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Owner-only, like everything in a node home; SQLite gives its -wal and -shm files
+        # the database file's permissions.
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         with self._transaction() as conn:
             # One statement at a time: executescript() would commit the transaction.
             for statement in _SCHEMA.split(";"):
@@ -296,11 +300,15 @@ class PrivacyLedger:
         _check_caps(dataset, caps)
         adversary = Adversary(adversary)
         covered = event is not None
+        what = (
+            f"party {self.party!r}: {_article(kind)} {kind!r} release from dataset "
+            f"{dataset!r} (job {job_id}, round {round})"
+        )
         if event is None:
             if caps and not exempt:
                 raise RefusedError(
-                    f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
-                    f"(job {job_id}, round {round}) carries no DP mechanism, and the dataset is "
+                    f"{what} "
+                    f"carries no DP mechanism, and the dataset is "
                     f"capped ({'; '.join(cap.describe() for cap in caps)}); node.toml exempts "
                     f"no such kind (add it to [exempt] kinds to release it uncovered)"
                 )
@@ -309,9 +317,7 @@ class PrivacyLedger:
             event_json = event_to_json(event)
         except ValueError as exc:
             raise RefusedError(
-                f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
-                f"(job {job_id}, round {round}) states an event the ledger cannot account "
-                f"for: {exc}"
+                f"{what} states an event the ledger cannot account for: {exc}"
             ) from None
         created_at = datetime.now(UTC).isoformat(timespec="microseconds")
         with self._transaction() as conn:
@@ -321,8 +327,8 @@ class PrivacyLedger:
                 # Unknown -> refuse: even an uncapped dataset stores only what a cap added
                 # later could account for.
                 raise RefusedError(
-                    f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
-                    f"(job {job_id}, round {round}) states an event that neither accountant "
+                    f"{what} "
+                    f"states an event that neither accountant "
                     f"supports under add-or-remove-one adjacency: {_short(event)}"
                 )
             spends: list[CapSpend] = []
@@ -333,15 +339,12 @@ class PrivacyLedger:
                         counted + _count_against([(event, adversary)], cap), cap.delta, accountant
                     )
                 except InputError as exc:
-                    raise RefusedError(
-                        f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
-                        f"(job {job_id}, round {round}) cannot be accounted for: {exc}"
-                    ) from None
+                    raise RefusedError(f"{what} cannot be accounted for: {exc}") from None
                 if not after <= cap.epsilon:
                     before = _epsilon(counted, cap.delta, accountant)
                     raise RefusedError(
-                        f"party {self.party!r}: a {kind!r} release from dataset {dataset!r} "
-                        f"(job {job_id}, round {round}) would spend epsilon {_fmt(after)} "
+                        f"{what} "
+                        f"would spend epsilon {_fmt(after)} "
                         f"against its cap {cap.describe()} (already spent {_fmt(before)}, "
                         f"accountant {accountant}){_why_infinite(after, adversary, cap)}"
                     )
@@ -473,3 +476,7 @@ def _why_infinite(epsilon: float, adversary: Adversary, cap: Cap) -> str:
         "; a stored release counts as non-private against this cap (coordinator-noised "
         "or without a DP mechanism)"
     )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

@@ -43,7 +43,7 @@ def privacy_line(privacy: dict[str, Any] | None) -> str:
 
 def privacy_section(privacy: dict[str, Any]) -> list[str]:
     header = ("party", "epsilon", "holds against", "delta", "noise multiplier", "clip norm",
-              "accountant", "rounds charged")  # fmt: skip
+              "accountant", "rounds charged", "not covered by epsilon")  # fmt: skip
     parts = [
         "<h2>Privacy</h2>",
         f"<p>{html.escape(privacy['mechanism'])}; adjacency: "

@@ -32,7 +32,8 @@ def _figure_png(records: Sequence[dict[str, Any]], metric: str, title: str) -> b
             left.plot(*zip(*train, strict=True), linestyle="--", label="training loss (released)")
     left.set_title(f"global {title}")
     left.set_xlabel("round")
-    left.legend(fontsize=8)
+    if left.get_legend_handles_labels()[0]:
+        left.legend(fontsize=8)
     left.grid(alpha=0.3)
     parties = sorted({p for r in evaluated for p in r.get("per_party", {})})
     for party in parties:
@@ -45,7 +46,7 @@ def _figure_png(records: Sequence[dict[str, Any]], metric: str, title: str) -> b
             right.plot(*zip(*points, strict=True), marker=".", label=party)
     right.set_title(f"per-party {title} (each party's own test split)")
     right.set_xlabel("round")
-    if 0 < len(parties) <= 12:
+    if 0 < len(parties) <= 12 and right.get_legend_handles_labels()[0]:
         right.legend(fontsize=8)
     right.grid(alpha=0.3)
     from matplotlib.ticker import MaxNLocator

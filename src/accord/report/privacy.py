@@ -59,7 +59,7 @@ def epsilon_plot(summary: dict[str, Any]) -> bytes:
     axis.set_ylabel("epsilon")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
-    if len(summary["parties"]) <= 12:
+    if len(summary["parties"]) <= 12 and axis.get_legend_handles_labels()[0]:
         axis.legend(fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -69,12 +69,14 @@ def epsilon_plot(summary: dict[str, Any]) -> bytes:
 
 
 def privacy_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Table rows: party, epsilon, adversary, delta, sigma, clipping, accountant, rounds."""
+    """Table rows: party, epsilon, adversary, delta, sigma, clipping, accountant, rounds,
+    and the kinds of release not covered by epsilon (exempt in the node's node.toml)."""
     rows = []
     for party, f in summary["parties"].items():
         rows.append([
             party, f"{f['epsilon']:.4f}", ADVERSARY_WORDS.get(f["adversary"], f["adversary"]),
             f"{summary['delta']:g}", f"{f['noise_multiplier']:.4g}", f"{summary['clip_norm']:g}",
             f["accountant"], str(f["rounds_charged"]),
+            ", ".join(f.get("not_covered_by_epsilon", [])) or "none",
         ])  # fmt: skip
     return rows

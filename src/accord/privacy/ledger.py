@@ -48,20 +48,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dp_accounting import (
-    ComposedDpEvent,
     DpEvent,
-    NonPrivateDpEvent,
     NoOpDpEvent,
-    SelfComposedDpEvent,
 )
 
 from accord.errors import AccordError, InputError, RefusedError
 from accord.privacy.accounting import (
     Accountant,
-    best_accountant,
-    epsilon_of_events,
     make_accountant,
     supports_pld,
+)
+from accord.privacy.cap_accounting import (
+    accountant_for_events,
+    composed_epsilon,
+    composed_leaves,
+    count_against,
+    why_infinite,
 )
 from accord.privacy.caps import Cap, load_node_settings
 from accord.privacy.events import Adversary, event_from_json, event_to_json
@@ -227,11 +229,11 @@ class PrivacyLedger:
         """The accountant of ``dataset`` and why, in a few words."""
         with self._reading() as conn:
             events = [charge.event for charge in self._rows(conn, *_of(dataset))]
-        accountant = _accountant(events)
+        accountant = accountant_for_events(events)
         if accountant == "pld":
             return accountant, "PLD supports every event of this dataset"
         unsupported = sorted(
-            {type(leaf).__name__ for leaf, _ in _leaves(events) if not supports_pld([leaf])}
+            {type(leaf).__name__ for leaf, _ in composed_leaves(events) if not supports_pld([leaf])}
         )
         return accountant, f"PLD does not support {', '.join(unsupported) or 'these events'}"
 
@@ -240,8 +242,8 @@ class PrivacyLedger:
         _check_caps(dataset, [cap])
         with self._reading() as conn:
             stored = self._rows(conn, *_of(dataset))
-        accountant = _accountant([charge.event for charge in stored])
-        return _epsilon(_counted(stored, cap), cap.delta, accountant)
+        accountant = accountant_for_events([charge.event for charge in stored])
+        return composed_epsilon(_counted(stored, cap), cap.delta, accountant)
 
     def plan_fits(
         self,
@@ -261,18 +263,18 @@ class PrivacyLedger:
         with self._reading() as conn:
             stored = self._rows(conn, *_of(dataset))
         planned = [(event, adversary) for event in planned_events]
-        accountant = _accountant([c.event for c in stored] + list(planned_events))
+        accountant = accountant_for_events([c.event for c in stored] + list(planned_events))
         parts: list[str] = []
         for cap in caps:
             counted = _counted(stored, cap)
-            after = _epsilon(counted + _count_against(planned, cap), cap.delta, accountant)
+            after = composed_epsilon(counted + count_against(planned, cap), cap.delta, accountant)
             if not after <= cap.epsilon:
-                before = _epsilon(counted, cap.delta, accountant)
+                before = composed_epsilon(counted, cap.delta, accountant)
                 return False, (
                     f"party {self.party!r}: the job's plan for dataset {dataset!r} would reach "
                     f"epsilon {_fmt(after)} against its cap {cap.describe()} "
                     f"(already spent {_fmt(before)}, accountant {accountant})"
-                    f"{_why_infinite(after, adversary, cap)}"
+                    f"{why_infinite(after, adversary, cap)}"
                 )
             parts.append(f"{_fmt(after)} of {cap.describe()}")
         summary = "; ".join(parts) if parts else "the dataset has no cap"
@@ -322,7 +324,7 @@ class PrivacyLedger:
         created_at = datetime.now(UTC).isoformat(timespec="microseconds")
         with self._transaction() as conn:
             stored = self._rows(conn, *_of(dataset))
-            accountant = _accountant([c.event for c in stored] + [event])
+            accountant = accountant_for_events([c.event for c in stored] + [event])
             if not make_accountant(accountant).supports(event):
                 # Unknown -> refuse: even an uncapped dataset stores only what a cap added
                 # later could account for.
@@ -335,18 +337,18 @@ class PrivacyLedger:
             for cap in caps:
                 counted = _counted(stored, cap)
                 try:
-                    after = _epsilon(
-                        counted + _count_against([(event, adversary)], cap), cap.delta, accountant
+                    after = composed_epsilon(
+                        counted + count_against([(event, adversary)], cap), cap.delta, accountant
                     )
                 except InputError as exc:
                     raise RefusedError(f"{what} cannot be accounted for: {exc}") from None
                 if not after <= cap.epsilon:
-                    before = _epsilon(counted, cap.delta, accountant)
+                    before = composed_epsilon(counted, cap.delta, accountant)
                     raise RefusedError(
                         f"{what} "
                         f"would spend epsilon {_fmt(after)} "
                         f"against its cap {cap.describe()} (already spent {_fmt(before)}, "
-                        f"accountant {accountant}){_why_infinite(after, adversary, cap)}"
+                        f"accountant {accountant}){why_infinite(after, adversary, cap)}"
                     )
                 spends.append(CapSpend(cap, after))
             cursor = conn.execute(
@@ -395,61 +397,8 @@ def _check_caps(dataset: str, caps: Sequence[Cap]) -> None:
             )
 
 
-def _count_against(releases: Sequence[tuple[DpEvent, Adversary]], cap: Cap) -> list[DpEvent]:
-    """Each release's event as it counts against ``cap``'s adversary."""
-    counted: list[DpEvent] = []
-    for event, adversary in releases:
-        if (
-            cap.adversary is Adversary.COORDINATOR_AND_RECIPIENTS
-            and adversary is not Adversary.COORDINATOR_AND_RECIPIENTS
-            and not isinstance(event, NoOpDpEvent)
-        ):
-            # The coordinator added this noise: it protects nothing against the coordinator.
-            counted.append(NonPrivateDpEvent())
-        else:
-            counted.append(event)
-    return counted
-
-
 def _counted(stored: Sequence[Charge], cap: Cap) -> list[DpEvent]:
-    return _count_against([(charge.event, charge.adversary) for charge in stored], cap)
-
-
-def _leaves(events: Sequence[DpEvent]) -> list[tuple[DpEvent, int]]:
-    """Composition flattened: (event, times) for each distinct non-composed event, in order
-    of first appearance."""
-    counts: dict[str, int] = {}
-    firsts: dict[str, DpEvent] = {}
-
-    def walk(event: DpEvent, times: int) -> None:
-        if isinstance(event, ComposedDpEvent):
-            for inner in event.events:
-                walk(inner, times)
-        elif isinstance(event, SelfComposedDpEvent):
-            walk(event.event, times * event.count)
-        elif times > 0:
-            key = event_to_json(event)
-            firsts.setdefault(key, event)
-            counts[key] = counts.get(key, 0) + times
-
-    for event in events:
-        walk(event, 1)
-    return [(firsts[key], times) for key, times in counts.items()]
-
-
-def _accountant(events: Sequence[DpEvent]) -> Accountant:
-    leaves = [leaf for leaf, _ in _leaves(events)]
-    return best_accountant(leaves) if leaves else "pld"
-
-
-def _epsilon(events: Sequence[DpEvent], delta: float, accountant: Accountant) -> float:
-    """Epsilon at ``delta`` of ``events`` composed (``accounting`` groups equal events)."""
-    leaves = [leaf for leaf, _ in _leaves(events) if not isinstance(leaf, NoOpDpEvent)]
-    if not leaves:
-        return 0.0
-    if any(isinstance(leaf, NonPrivateDpEvent) for leaf in leaves):
-        return math.inf
-    return float(epsilon_of_events(events, delta, accountant))
+    return count_against([(charge.event, charge.adversary) for charge in stored], cap)
 
 
 def _short(event: DpEvent) -> str:
@@ -459,23 +408,6 @@ def _short(event: DpEvent) -> str:
 
 def _fmt(epsilon: float) -> str:
     return "inf" if math.isinf(epsilon) else f"{epsilon:.6f}"
-
-
-def _why_infinite(epsilon: float, adversary: Adversary, cap: Cap) -> str:
-    if not math.isinf(epsilon):
-        return ""
-    if (
-        cap.adversary is Adversary.COORDINATOR_AND_RECIPIENTS
-        and adversary is not Adversary.COORDINATOR_AND_RECIPIENTS
-    ):
-        return (
-            "; the coordinator adds this noise (adversary recipients_only) and the cap does not "
-            'trust the coordinator (a cap with adversary = "recipients_only" would)'
-        )
-    return (
-        "; a stored release counts as non-private against this cap (coordinator-noised "
-        "or without a DP mechanism)"
-    )
 
 
 def _article(word: str) -> str:

@@ -55,7 +55,7 @@ def test_dp_job_charges_once_per_round_and_budget_show_says_so(
     records = simulation.coordinator.run().records
     assert records[-1]["train_loss"] is None  # no loss is released in a DP job
     ledger = PrivacyLedger(homes / "party-1")
-    charges = ledger.charges(simulation.job_id)
+    charges = ledger.charges(f"{simulation.job_id}.{simulation.run_id}")
     updates = [c for c in charges if c.release_kind == "update"]
     assert [c.round for c in updates] == [1, 2]
     assert all(not c.covered for c in charges if c.release_kind == "metrics")
@@ -164,8 +164,11 @@ def test_resume_plans_only_the_rounds_not_yet_charged(write_job: JobWriter, tmp_
     # The whole plan (3 rounds) no longer fits on top of 2 charged rounds; the rest does.
     simulation, run_dir = prepare_run(job_file, tmp_path / "run", True, homes)
     execute_run(simulation, run_dir, True)
-    charges = PrivacyLedger(homes / "party-1").charges(simulation.job_id)
+    charges = PrivacyLedger(homes / "party-1").charges(f"{simulation.job_id}.{simulation.run_id}")
     assert sorted(c.round for c in charges if c.release_kind == "update") == [1, 2, 3]
+    # A new run of the same job file is a new run: its whole plan no longer fits.
+    with pytest.raises(RefusedError, match="would reach epsilon"):
+        prepare_run(job_file, tmp_path / "run-again", False, homes)
 
 
 def test_a_job_cannot_name_the_dataset_it_is_charged_to(write_job: JobWriter) -> None:

@@ -48,7 +48,9 @@ class SealedRelease:
 class GatePrivacy:
     """The node's ledger and caps, for a node whose job is private or whose data is capped."""
 
-    job_id: str
+    run_key: str
+    """What the ledger files this run's charges under: ``<job id>.<run id>``. A new run of
+    the same job file is a new run; a resumed run keeps its key."""
     ledger: PrivacyLedger
     settings: NodePrivacySettings
 
@@ -81,7 +83,7 @@ class ReleaseGate:
             return None
         settings = self.privacy.settings
         receipt = self.privacy.ledger.charge(
-            self.privacy.job_id, round_number, kind.value, dataset, event,
+            self.privacy.run_key, round_number, kind.value, dataset, event,
             adversary or Adversary.COORDINATOR_AND_RECIPIENTS,
             settings.caps_for(dataset), exempt=settings.is_exempt(kind.value),
         )  # fmt: skip

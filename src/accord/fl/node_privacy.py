@@ -57,7 +57,7 @@ def steps_per_round(job: Job, rows: int) -> int:
 
 def plan_node_privacy(
     job: Job,
-    job_id: str,
+    run_key: str,
     party: str,
     rows: int,
     settings: NodePrivacySettings,
@@ -107,7 +107,7 @@ def plan_node_privacy(
     )
     if ledger is not None and caps:
         # On resume, rounds this job already charged are in the ledger: plan the rest.
-        charged = {c.round for c in ledger.charges(job_id) if c.release_kind == "update"}
+        charged = {c.round for c in ledger.charges(run_key) if c.release_kind == "update"}
         remaining = job.job.rounds - len(charged)
         fits, why = ledger.plan_fits(
             plan.dataset, [plan.round_event] * remaining, plan.adversary, caps
@@ -127,7 +127,7 @@ def job_epsilon(plan: DpSgdNodePlan, rounds: int, accountant: Accountant) -> flo
     return epsilon(event, plan.delta, accountant)
 
 
-def privacy_summary(job_id: str, nodes: Sequence[Node]) -> dict[str, Any] | None:
+def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
     """For the report: epsilon per party at the job's delta, from its ledger (None: no DP).
 
     Only the rounds a node actually charged count. In simulation the runner reads every
@@ -142,7 +142,7 @@ def privacy_summary(job_id: str, nodes: Sequence[Node]) -> dict[str, Any] | None
     for node in planned:
         plan, privacy = node.dp_plan, node.gate.privacy
         assert plan is not None and privacy is not None
-        charges = privacy.ledger.charges(job_id)
+        charges = privacy.ledger.charges(privacy.run_key)
         charged = sorted(c.round for c in charges if c.release_kind == "update")
         uncovered = sorted({c.release_kind for c in charges if not c.covered})
 

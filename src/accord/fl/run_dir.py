@@ -119,6 +119,19 @@ class RunDir:
         return Checkpoint(int(metadata["round"]), tensors["global"], strategy_state, records)
 
     @property
+    def run_id_file(self) -> Path:
+        return self.path / "run_id"
+
+    def read_run_id(self) -> str | None:
+        """The run's id in the nodes' ledgers (``None`` for a folder without one)."""
+        if not self.run_id_file.exists():
+            return None
+        return self.run_id_file.read_text().strip() or None
+
+    def write_run_id(self, run_id: str) -> None:
+        write_text_atomic(self.run_id_file, run_id + "\n")
+
+    @property
     def summary_file(self) -> Path:
         return self.path / "summary.json"
 

@@ -80,7 +80,10 @@ def prepare_run(
                 f"{run_dir.path}: exists and is not a run folder; it will not be replaced, "
                 "choose another --out"
             )
-    simulation = build_simulation(job, job_path.resolve().parent, homes_root, run_dir)
+    run_id = run_dir.read_run_id() if resume else None
+    simulation = build_simulation(
+        job, job_path.resolve().parent, homes_root, run_dir, run_id=run_id
+    )
     return simulation, run_dir
 
 
@@ -99,6 +102,7 @@ def execute_run(
             shutil.rmtree(run_dir.path)
         run_dir.path.mkdir(parents=True, exist_ok=True)
         run_dir.write_job(dump_job_toml(simulation.job))
+        run_dir.write_run_id(simulation.run_id)
     result = coordinator.run(on_round)
     named = simulation.model.state_dict(result.params)
     run_dir.write_model(
@@ -123,7 +127,7 @@ def execute_run(
     from accord.report.html import write_report
     from accord.report.privacy import write_privacy_summary
 
-    write_privacy_summary(run_dir, privacy_summary(simulation.job_id, simulation.nodes))
+    write_privacy_summary(run_dir, privacy_summary(simulation.nodes))
     write_report(run_dir)
     return RunOutcome(run_dir, simulation, result)
 

@@ -7,6 +7,7 @@ request loads the parameters it carries); their data, gate and home stay their o
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,7 @@ class Simulation:
     model: FlatModel
     spec: ModelSpec
     initial: torch.Tensor
+    run_id: str
 
 
 def make_server_evaluator(model: FlatModel, data: FederatedData) -> ServerEvaluator | None:
@@ -163,6 +165,7 @@ def build_nodes(
     plan: LocalPlan,
     homes_root: Path | None,
     base_dir: Path,
+    run_id: str,
 ) -> list[Node]:
     if job.privacy.enabled:
         from accord.privacy.dpsgd import check_private_module
@@ -176,7 +179,7 @@ def build_nodes(
     nodes = []
     for index, party in enumerate(parties):
         home = NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name)
-        gate_privacy, dp_plan = node_privacy(job, job_id, party, home)
+        gate_privacy, dp_plan = node_privacy(job, f"{job_id}.{run_id}", party, home)
         nodes.append(
             Node(
                 party=party.name,
@@ -194,7 +197,7 @@ def build_nodes(
 
 
 def node_privacy(
-    job: Job, job_id: str, party: PartyData, home: NodeHome
+    job: Job, run_key: str, party: PartyData, home: NodeHome
 ) -> tuple[GatePrivacy | None, DpSgdNodePlan | None]:
     """A node's ledger and DP plan. The plan is checked against the node's own caps
     before any record is read for training; a job over a cap is refused (exit 3)."""
@@ -204,8 +207,8 @@ def node_privacy(
     from accord.privacy.ledger import PrivacyLedger
 
     ledger = PrivacyLedger(home.path)
-    plan = plan_node_privacy(job, job_id, party.name, len(party.y_train), settings, ledger)
-    return GatePrivacy(job_id, ledger, settings), plan
+    plan = plan_node_privacy(job, run_key, party.name, len(party.y_train), settings, ledger)
+    return GatePrivacy(run_key, ledger, settings), plan
 
 
 def build_simulation(
@@ -214,8 +217,14 @@ def build_simulation(
     homes_root: Path | None = None,
     run_dir: RunDir | None = None,
     data: FederatedData | None = None,
+    run_id: str | None = None,
 ) -> Simulation:
-    """Load every party's data, build the nodes and the coordinator (writes nothing)."""
+    """Load every party's data, build the nodes and the coordinator (writes nothing).
+
+    ``run_id`` names this run in the nodes' ledgers (a fresh one by default; a resumed run
+    passes its own), so a second run of the same job file is charged as a new run.
+    """
+    run_id = run_id or secrets.token_hex(4)
     if job.job.threads is not None:
         torch.set_num_threads(job.job.threads)
     if data is None:
@@ -244,6 +253,7 @@ def build_simulation(
         local_plan(job, strategy.objective),
         homes_root,
         base_dir,
+        run_id,
     )
     transport = InProcessTransport(node.endpoint() for node in nodes)
     coordinator = Coordinator(
@@ -256,4 +266,4 @@ def build_simulation(
         run_dir,
         make_server_evaluator(model, data),
     )
-    return Simulation(job, job_id, data, coordinator, nodes, model, spec, initial)
+    return Simulation(job, job_id, data, coordinator, nodes, model, spec, initial, run_id)

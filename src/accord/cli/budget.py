@@ -100,7 +100,7 @@ def show(node_home: Path, last: int) -> None:
         for charge in charges[-last:]:
             table.add_row(
                 str(charge.id),
-                charge.job_id[:8],
+                charge.job_id,
                 str(charge.round),
                 charge.release_kind,
                 charge.dataset,

@@ -176,3 +176,21 @@ def test_a_job_cannot_name_the_dataset_it_is_charged_to(write_job: JobWriter) ->
 
     with pytest.raises(JobFileError, match=r"privacy\.dataset: unknown key"):
         load_job(dp_job(write_job, extra='dataset = "elsewhere"\n'))
+
+
+def test_a_target_epsilon_is_met_by_each_node_calibrating_its_own_noise(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    job_file = dp_job(write_job)
+    text = job_file.read_text().replace("noise_multiplier = 1.0", "target_epsilon = 2.0")
+    simulation = build_simulation(
+        load_job(write_job(text, name="target.toml")), tmp_path, tmp_path / "h"
+    )
+    sigmas = []
+    for index in (0, 1):
+        plan = simulation.nodes[index].dp_plan
+        assert plan is not None
+        sigmas.append(plan.noise_multiplier)
+        spent = round_epsilon(simulation, index, 2)
+        assert 0.99 * 2.0 <= spent <= 2.0
+    assert sigmas[0] != sigmas[1]  # each from its own row count

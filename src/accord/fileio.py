@@ -31,13 +31,16 @@ def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def save_tensors_atomic(
-    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+    path: Path,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+    mode: int = 0o644,
 ) -> None:
     """Save named tensors as safetensors, atomically."""
     from safetensors.torch import save
 
     contiguous = {name: t.detach().contiguous() for name, t in tensors.items()}
-    write_bytes_atomic(path, save(contiguous, metadata=dict(metadata or {})))
+    write_bytes_atomic(path, save(contiguous, metadata=dict(metadata or {})), mode)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

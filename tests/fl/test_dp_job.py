@@ -104,7 +104,9 @@ def test_a_node_that_cannot_afford_the_next_round_stops_and_the_job_stops_cleanl
     probe = build_simulation(load_job(job_file), tmp_path, tmp_path / "probe")
     three_rounds = max(round_epsilon(probe, i, 3) for i in (0, 1))
     write_caps(homes, three_rounds * 1.02, exempt='[exempt]\nkinds = ["metrics"]\n')
-    simulation = build_simulation(load_job(job_file), tmp_path, homes)
+    from accord.fl.runner import execute_run, prepare_run
+
+    simulation, run_dir = prepare_run(job_file, tmp_path / "run", False, homes)
     # Another job spends on party-1's data meanwhile: round 3 no longer fits its cap.
     plan = simulation.nodes[0].dp_plan
     assert plan is not None
@@ -113,10 +115,16 @@ def test_a_node_that_cannot_afford_the_next_round_stops_and_the_job_stops_cleanl
     ledger.charge("other-job", 1, "update", "train", plan.round_event,
                   Adversary.COORDINATOR_AND_RECIPIENTS, [cap])  # fmt: skip
     with pytest.raises(TooFewPartiesError, match=r"round 3.*party-1"):
-        simulation.coordinator.run()
+        execute_run(simulation, run_dir, False)
+
     spent = ledger.spent("train", cap)
     assert spent == pytest.approx(round_epsilon(simulation, 0, 3), rel=1e-6)
     assert spent <= cap.epsilon
+    # A run that stops early still says what it spent.
+    import json
+
+    summary = json.loads((run_dir.path / "privacy.json").read_text())
+    assert summary["parties"]["party-1"]["rounds_charged"] == 2
 
 
 def test_the_report_has_a_privacy_section(

@@ -141,6 +141,7 @@ def test_scaffold_keeps_its_control_variate_in_the_node_home(
     saved = sorted((tmp_path / "homes" / "party-1" / "jobs" / simulation.job_id).glob("state-*"))
     assert [p.name for p in saved] == ["state-000002.safetensors", "state-000003.safetensors"]
     assert (tmp_path / "homes" / "party-1" / "node.toml").read_text() == 'party = "party-1"\n'
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in saved)
 
 
 def test_run_folder_contents(write_job: JobWriter, tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ class NodeHome:
     ) -> None:
         """Checkpoint node-side state (e.g. SCAFFOLD's c_i) as of the end of a round."""
         folder = self.job_dir(job_id)
-        save_tensors_atomic(folder / f"state-{round_number:06d}.safetensors", tensors)
+        # Node state is the data owner's, like everything in the home: owner-only.
+        save_tensors_atomic(folder / f"state-{round_number:06d}.safetensors", tensors, mode=0o600)
         for old in sorted(folder.glob("state-*.safetensors"))[:-_KEEP_ROUNDS]:
             old.unlink(missing_ok=True)
 

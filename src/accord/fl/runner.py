@@ -103,7 +103,14 @@ def execute_run(
         run_dir.path.mkdir(parents=True, exist_ok=True)
         run_dir.write_job(dump_job_toml(simulation.job))
         run_dir.write_run_id(simulation.run_id)
-    result = coordinator.run(on_round)
+    from accord.fl.node_privacy import privacy_summary
+    from accord.report.privacy import write_privacy_summary
+
+    try:
+        result = coordinator.run(on_round)
+    finally:
+        # Also when a run stops early (a node out of budget): say what it spent.
+        write_privacy_summary(run_dir, privacy_summary(simulation.nodes))
     named = simulation.model.state_dict(result.params)
     run_dir.write_model(
         named,
@@ -123,11 +130,8 @@ def execute_run(
             else {},
         }
     )
-    from accord.fl.node_privacy import privacy_summary
     from accord.report.html import write_report
-    from accord.report.privacy import write_privacy_summary
 
-    write_privacy_summary(run_dir, privacy_summary(simulation.nodes))
     write_report(run_dir)
     return RunOutcome(run_dir, simulation, result)
 

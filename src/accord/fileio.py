@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write to a temporary file in the same folder, fsync it, then rename over ``path``."""
+def write_bytes_atomic(
+    path: Path, data: bytes, mode: int = 0o644, *, sync_dir: bool = False
+) -> None:
+    """Write to a temporary file in the same folder, fsync it, then rename over ``path``.
+
+    ``sync_dir`` also fsyncs the folder, so that the rename itself survives a crash: for
+    state whose loss would be unsafe (the secure generator's counter), not for every file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -24,6 +33,19 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems cannot fsync a directory
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:

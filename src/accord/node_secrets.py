@@ -4,7 +4,6 @@ high-water mark in ``state/`` (see :mod:`accord.secure_random` for why and how).
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from accord.errors import AccordError
+from accord.fileio import fsync_dir, write_bytes_atomic
 from accord.secure_random import COUNTER_LIMIT, KEY_BYTES, SecureGenerator
 
 
@@ -109,7 +109,7 @@ class NodeGeneratorStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.secrets_dir)
+        fsync_dir(self.secrets_dir)
         return key
 
     def _read_key(self) -> bytes:
@@ -135,29 +135,7 @@ class NodeGeneratorStore:
         return int(text)
 
     def _write_counter(self, mark: int) -> None:
-        tmp = self.counter_path.with_name(self.COUNTER_NAME + ".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        try:
-            data = memoryview(f"{mark}\n".encode("ascii"))
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.counter_path)
-        # The rename is durable only once the directory entry is.
-        _fsync_dir(self.state_dir)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some filesystems cannot fsync a directory
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
+        write_bytes_atomic(self.counter_path, f"{mark}\n".encode("ascii"), 0o600, sync_dir=True)
 
 
 def open_node_generator(home: Path) -> SecureGenerator:

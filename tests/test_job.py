@@ -9,7 +9,7 @@ import pytest
 
 from accord.errors import JobFileError
 from accord.job import TrainingConfig, load_job, parse_job
-from tests.conftest import JobWriter
+from tests.conftest import REPO, JobWriter
 
 MINIMAL = {
     "job": {"name": "j", "rounds": 3},
@@ -93,3 +93,46 @@ def test_local_steps_are_what_each_node_runs(write_job: JobWriter, tmp_path: Pat
     request = TrainRequest(simulation.job_id, 1, simulation.initial, 0.05)
     release = node.gate.unseal(node.handle(request))
     assert release.scalars["steps"] == 3.0
+
+
+WINE: dict[str, object] = {"source": "sklearn", "name": "wine", "partition": {"parties": 2}}
+BOUNDED_CSV: dict[str, object] = {
+    "source": "csv",
+    "path": "t.csv",
+    "partition": {"parties": 2},
+    "schema": {
+        "columns": [{"name": "age", "type": "numeric", "min": 0, "max": 120}],
+        "label": {"column": "y", "classes": [0, 1]},
+    },
+}
+
+
+def with_data(data: dict[str, object], mode: str = "dpsgd", **values: object) -> dict[str, object]:
+    """MINIMAL with ``data`` (plus ``values``) and, unless mode is "none", DP in ``mode``."""
+    privacy = {"mode": mode, "noise_multiplier": 1.0} if mode != "none" else {}
+    return {**MINIMAL, "data": {**data, **values}, "privacy": privacy}
+
+
+@pytest.mark.parametrize("mode", ["dpsgd", "dpfedavg"])
+def test_a_dp_job_may_not_standardise_by_its_rows(mode: str) -> None:
+    with pytest.raises(JobFileError) as info:
+        parse_job(with_data(WINE, mode, standardize=True), "job.toml")
+    assert str(info.value).endswith(
+        "data.standardize = true fits each party's mean and standard deviation on its own "
+        'rows, which differential privacy does not cover; use data.standardize = "bounds" '
+        "(scales by the schema's declared min and max)"
+    )
+
+
+def test_a_dp_job_may_scale_by_declared_bounds() -> None:
+    dp = parse_job(with_data(BOUNDED_CSV, standardize="bounds"), "job.toml")
+    assert dp.privacy.enabled and dp.data.standardize == "bounds"
+    plain = parse_job(with_data(BOUNDED_CSV, "none", standardize=True), "job.toml")
+    assert not plain.privacy.enabled and plain.data.standardize is True
+    with pytest.raises(JobFileError, match=r'^job\.toml: data\.standardize = "bounds" scales by'):
+        parse_job(with_data(WINE, standardize="bounds"), "job.toml")
+
+
+def test_the_dp_heart_disease_example_scales_by_its_schema() -> None:
+    job = load_job(REPO / "examples" / "heart_disease" / "dp.toml")
+    assert job.privacy.enabled and job.data.standardize == "bounds"

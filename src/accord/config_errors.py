@@ -61,7 +61,8 @@ def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:
     if error["type"] == "missing":
         return f"{key}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if message.startswith(f"{key}."):
+    if message.startswith(f"{key}.") or not loc:
+        # A whole-document check names its own keys.
         return message
     if error["type"] == "literal_error":
         choices = message.removeprefix("Input should be ")

@@ -153,6 +153,18 @@ class Job(BaseModel):
     nodes: dict[str, NodeSettings] = Field(default_factory=dict)
     """Per-party node settings in simulation, e.g. ``[nodes.cleveland] home = "..."``."""
 
+    @model_validator(mode="after")
+    def _dp_scales_without_data(self) -> Job:
+        # The trained model depends on how its inputs were scaled; per-party statistics of
+        # the rows would shape it outside the guarantee. The schema's bounds are no data.
+        if self.privacy.enabled and self.data.standardize is True:
+            raise ValueError(
+                "data.standardize = true fits each party's mean and standard deviation on its "
+                "own rows, which differential privacy does not cover; use data.standardize = "
+                '"bounds" (scales by the schema\'s declared min and max)'
+            )
+        return self
+
     def job_id(self) -> str:
         """A stable id: SHA-256 of the job's canonical JSON, first 16 hex digits."""
         canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)

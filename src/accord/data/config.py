@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from accord.data.bundled import BUNDLED_NAMES
 from accord.data.schema import TableSchema
+from accord.data.split import BoundsScaler
+from accord.errors import DataError
 
 
 class PartitionConfig(BaseModel):
@@ -71,12 +73,22 @@ class DataConfig(BaseModel):
     parties: list[PartySource] = []
     test_fraction: float = Field(0.25, ge=0.0, lt=1.0)
     stratify: bool = True
-    standardize: bool = False
+    standardize: bool | Literal["bounds"] = False
+    """``true``: each party's own mean and std; ``"bounds"``: the schema's declared min/max."""
     server_holdout: int = Field(0, ge=0)
 
     @property
     def natural(self) -> bool:
         return self.partition.kind == "natural"
+
+    @field_validator("standardize", mode="before")
+    @classmethod
+    def _standardize_choice(cls, value: object) -> object:
+        # Left to the union, a wrong value gets one error per member ("a valid boolean",
+        # "'bounds'") under locations that name no key of the job file.
+        if isinstance(value, bool) or value == "bounds":
+            return value
+        raise ValueError('choose true, false or "bounds"')
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -87,9 +99,13 @@ class DataConfig(BaseModel):
             self._check_idx()
         else:
             self._check_table()
-        if self.standardize and self.test_images is not None:
+        if self.standardize == "bounds":
+            self._check_bounds()
+        # "bounds" is one scale for everyone, so only per-party statistics rule out a
+        # coordinator's test set.
+        if self.standardize is True and self.test_images is not None:
             raise ValueError(
-                "data.test_images cannot be combined with data.standardize: each party "
+                "data.test_images cannot be combined with data.standardize = true: each party "
                 "standardises with its own statistics, so there is no single scale for the "
                 "coordinator's test set"
             )
@@ -98,11 +114,11 @@ class DataConfig(BaseModel):
                 raise ValueError(
                     "data.server_holdout needs a pooled data set; a natural partition has none"
                 )
-            if self.standardize:
+            if self.standardize is True:
                 raise ValueError(
-                    "data.server_holdout cannot be combined with data.standardize: each party "
-                    "standardises with its own statistics, so there is no single scale for the "
-                    "coordinator's test set"
+                    "data.server_holdout cannot be combined with data.standardize = true: each "
+                    "party standardises with its own statistics, so there is no single scale "
+                    'for the coordinator\'s test set; standardize = "bounds" gives one'
                 )
             if self.test_images is not None:
                 raise ValueError(
@@ -192,3 +208,15 @@ class DataConfig(BaseModel):
                     )
         elif self.path is None:
             raise ValueError(f'data.path is required for source = "{self.source}"')
+
+    def _check_bounds(self) -> None:
+        if self.schema_ is None:
+            raise ValueError(
+                'data.standardize = "bounds" scales by the min and max declared in '
+                f'data.schema, and source = "{self.source}" has none; use a csv or parquet '
+                "source with a schema, or standardize = false"
+            )
+        try:
+            BoundsScaler.from_schema(self.schema_)
+        except DataError as exc:
+            raise ValueError(f'data.standardize = "bounds": {exc}') from None

@@ -1,5 +1,9 @@
 """Build every party's data for a job: load, hold out, partition, split, standardise.
 
+``standardize = "bounds"`` is applied as each table is loaded: it depends only on the
+schema, so the parties and the coordinator's test set get the same scale. ``standardize =
+true`` is fitted per party, on its own training split, after the split.
+
 Deterministic from the job seed: each random step draws from its own generator,
 ``np.random.default_rng([seed, TAG])``, so changing one step (say the partition kind)
 does not move the rows another step picks (the server holdout, a party's split).
@@ -18,7 +22,7 @@ from accord.data.config import DataConfig
 from accord.data.idx import load_idx_images_labels
 from accord.data.partition import partition
 from accord.data.schema import TableSchema
-from accord.data.split import Standardizer, stratified_split
+from accord.data.split import BoundsScaler, Standardizer, stratified_split
 from accord.data.tables import load_table, table_format
 from accord.errors import DataError, JobFileError
 from accord.seeds import SeedTag, seeded
@@ -29,7 +33,7 @@ LabelArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class PartyData:
-    """One party's own rows, already split (and standardised if the job asks)."""
+    """One party's own rows, already split (and scaled if the job asks)."""
 
     name: str
     x_train: FloatArray
@@ -62,7 +66,10 @@ def _load_table(cfg: DataConfig, path: Path) -> tuple[FloatArray, LabelArray]:
             f'{path}: data.source = "{cfg.source}" but the file suffix says {kind}; '
             f'set data.source = "{kind}" or rename the file'
         )
-    return load_table(path, schema)
+    x, y = load_table(path, schema)
+    if cfg.standardize == "bounds":
+        x = BoundsScaler.from_schema(schema).transform(x)
+    return x, y
 
 
 def _load_pooled(cfg: DataConfig, base_dir: Path) -> tuple[FloatArray, LabelArray]:
@@ -139,7 +146,7 @@ def _split_party(
         raise DataError(f"party '{name}' has 0 rows; give it data or use fewer parties")
     train, test = stratified_split(y, cfg.test_fraction, rng, cfg.stratify)
     x_train, x_test = x[train], x[test]
-    if cfg.standardize:
+    if cfg.standardize is True:
         scaler = Standardizer.fit(x_train)
         x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
     return PartyData(name, x_train, y[train], x_test, y[test])
@@ -159,8 +166,9 @@ def build_federated_data(
     Order: load; remove ``server_holdout`` random rows as the coordinator's test set (or
     read ``test_images``/``test_labels``); partition (natural: one source per party, all
     encoded with the same schema so that features line up); split each party with its own
-    generator ``[seed, SeedTag.SPLIT, index]``; standardise each party with the statistics of
-    its own training split. Relative paths are resolved against ``base_dir``.
+    generator ``[seed, SeedTag.SPLIT, index]``; with ``standardize = true``, standardise each
+    party with the statistics of its own training split (``"bounds"`` scaled the rows as they
+    were loaded). Relative paths are resolved against ``base_dir``.
 
     Party names: natural partition, from ``data.parties`` (``party_names``, if given, must
     name the same parties; the order stays that of ``data.parties``); otherwise

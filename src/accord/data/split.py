@@ -1,4 +1,8 @@
-"""Each party's own train/test split and standardisation. Both stay on the node."""
+"""Each party's own train/test split, and the two ways to scale its features.
+
+:class:`Standardizer` fits on a party's own rows, so its statistics stay on the node;
+:class:`BoundsScaler` uses only the bounds declared in the schema, the same on every party.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from accord.data.schema import TableSchema
 from accord.errors import DataError
 
 IndexArray = npt.NDArray[np.int64]
@@ -85,3 +90,61 @@ class Standardizer:
                 f"shape {self.mean.shape}"
             )
         return ((data - self.mean) / self.std).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundsScaler:
+    """Each numeric feature mapped into [-1, 1] by its declared ``min`` and ``max``.
+
+    x -> (clip(x, min, max) - min) / (max - min) * 2 - 1; a column with min == max becomes
+    0. One-hot features keep their 0/1. The bounds come from the schema, which the data
+    owner writes, never from the rows: the transform depends on no data, so it may shape a
+    differentially private model, and it is the same on every party and on the
+    coordinator's test set.
+    """
+
+    low: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    numeric: npt.NDArray[np.bool_]
+
+    @classmethod
+    def from_schema(cls, schema: TableSchema) -> BoundsScaler:
+        """The scaler for features encoded by ``schema`` (its column order, one-hot widths)."""
+        low: list[float] = []
+        high: list[float] = []
+        numeric: list[bool] = []
+        for spec in schema.columns:
+            if spec.type == "numeric":
+                if spec.min is None or spec.max is None:
+                    raise DataError(
+                        f"numeric column '{spec.name}' needs both min and max in "
+                        "data.schema.columns to be scaled by its bounds"
+                    )
+                low.append(spec.min)
+                high.append(spec.max)
+                numeric.append(True)
+            else:
+                # One indicator per encoded level, passed through: the bounds are unused.
+                low.extend([0.0] * spec.width)
+                high.extend([1.0] * spec.width)
+                numeric.extend([False] * spec.width)
+        return cls(
+            low=np.array(low, dtype=np.float64),
+            high=np.array(high, dtype=np.float64),
+            numeric=np.array(numeric, dtype=np.bool_),
+        )
+
+    def transform(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        data = np.asarray(x, dtype=np.float64)
+        if data.shape[1:] != self.low.shape:
+            raise DataError(
+                f'standardize = "bounds": rows of shape {data.shape[1:]} do not match the '
+                f"schema's {self.low.shape[0]} encoded features"
+            )
+        # The loader refuses values outside the bounds, but an imputed constant may lie
+        # outside them; clipping keeps every scaled value in [-1, 1].
+        clipped = np.clip(data, self.low, self.high)
+        span = self.high - self.low
+        flat = span == 0
+        scaled = np.where(flat, 0.0, (clipped - self.low) / np.where(flat, 1.0, span) * 2.0 - 1.0)
+        return np.where(self.numeric, scaled, data).astype(np.float32)

@@ -195,7 +195,7 @@ def test_an_exact_release_is_refused_on_a_capped_dataset_unless_exempt(tmp_path:
     receipt = ledger.charge("job1", 1, "metrics", "train", None, NODE, caps, exempt=exempt)
     assert not receipt.charge.covered
     assert receipt.charge.event == dp_accounting.NoOpDpEvent()
-    assert receipt.spends[0].epsilon == 0.0
+    assert receipt.spends == () and ledger.spent("train", caps[0]) == 0.0
     assert ledger.spent("train", caps[0]) == 0.0
     # An uncapped dataset records an exact release, uncovered, without an exemption.
     uncapped = ledger.charge("job1", 1, "row_count", "scratch", None, NODE, [])
@@ -210,7 +210,9 @@ def test_a_release_of_no_data_carries_a_noop_event_and_costs_nothing(tmp_path: P
     receipt = ledger.charge(
         "job1", 1, "secagg_keys", "train", dp_accounting.NoOpDpEvent(), CENTRAL, caps
     )
-    assert receipt.charge.covered and receipt.spends[0].epsilon == 0.0
+    # A NoOp changes no cap's epsilon, so the ledger does not recompute one.
+    assert receipt.charge.covered and receipt.spends == ()
+    assert all(ledger.spent("train", cap) == 0.0 for cap in caps)
 
 
 def test_an_event_no_accountant_supports_is_refused(tmp_path: Path) -> None:

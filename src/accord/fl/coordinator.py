@@ -18,8 +18,17 @@ from accord.fl.messages import EvaluateRequest, Release, TrainRequest
 from accord.fl.run_dir import Checkpoint, RunDir
 from accord.fl.strategies.base import ClientUpdate, Strategy
 from accord.job import Job
+from accord.privacy.client_dp import (
+    ClientDpAggregator,
+    ClippedUpdate,
+    CoordinatorNoise,
+    client_dp_settings,
+)
+from accord.secure_random import SecureGenerator
 from accord.seeds import SeedTag, seeded
 from accord.transport.base import Transport
+
+_CLIENT_DP = "client_dp."  # prefix of the DP-FedAvg state in the checkpoint
 
 ServerEvaluator = Callable[[torch.Tensor], dict[str, float]]
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -74,10 +83,26 @@ class Coordinator:
         self.server_evaluator = server_evaluator
         self.records: list[dict[str, Any]] = []
         self.completed_rounds = 0
+        # A DP job's sampling and central noise come from the coordinator's own secure
+        # generator (a fresh key, never the job seed: whoever holds the job file could
+        # otherwise tell who was sampled, or subtract the noise).
+        self.secure_random = SecureGenerator.fresh() if job.privacy.enabled else None
+        self.client_dp: ClientDpAggregator | None = None
+        if job.privacy.client_level:
+            assert self.secure_random is not None
+            self.client_dp = ClientDpAggregator(
+                client_dp_settings(job, len(self.parties)), CoordinatorNoise(self.secure_random)
+            )
 
     def restore(self, checkpoint: Checkpoint) -> None:
         self.params = checkpoint.global_params.clone()
-        self.strategy.load_state_dict(checkpoint.strategy_state)
+        strategy_state = dict(checkpoint.strategy_state)
+        if self.client_dp is not None:
+            self.client_dp.load_state_dict(
+                {k.removeprefix(_CLIENT_DP): strategy_state.pop(k)
+                 for k in list(strategy_state) if k.startswith(_CLIENT_DP)}
+            )  # fmt: skip
+        self.strategy.load_state_dict(strategy_state)
         self.records = list(checkpoint.records)
         self.completed_rounds = checkpoint.round
 
@@ -89,16 +114,26 @@ class Coordinator:
         return release.scalars["num_examples"]
 
     def sample(self, round_number: int) -> list[str]:
-        """This round's parties, in roster order. Non-DP jobs sample from the job seed."""
+        """This round's parties, in roster order. Non-DP jobs sample from the job seed (so
+        a run can be repeated); DP jobs from the coordinator's secure generator."""
         cfg = self.job.sampling
+        n = len(self.parties)
         if cfg.mode == "all":
             return list(self.parties)
-        rng = seeded(self.job.job.seed, SeedTag.SAMPLING, round_number)
+        secure = self.secure_random
         if cfg.mode == "poisson":
-            chosen = rng.random(len(self.parties)) < (cfg.rate or 0.0)
+            rate = cfg.rate or 0.0
+            if secure is not None:
+                chosen = secure.bernoulli(n, rate)
+            else:
+                chosen = seeded(self.job.job.seed, SeedTag.SAMPLING, round_number).random(n) < rate
             return [p for p, keep in zip(self.parties, chosen, strict=True) if keep]
-        count = min(cfg.count or len(self.parties), len(self.parties))
-        picked = set(rng.choice(len(self.parties), size=count, replace=False).tolist())
+        count = min(cfg.count or n, n)
+        if secure is not None:
+            picked = set(secure.permutation(n)[:count].tolist())
+        else:
+            rng = seeded(self.job.job.seed, SeedTag.SAMPLING, round_number)
+            picked = set(rng.choice(n, size=count, replace=False).tolist())
         return [p for i, p in enumerate(self.parties) if i in picked]
 
     def run(self, on_round: RoundCallback | None = None) -> RunResult:
@@ -111,7 +146,7 @@ class Coordinator:
             if self.run_dir is not None:
                 tick = time.perf_counter()
                 self.run_dir.save_checkpoint(
-                    Checkpoint(round_number, self.params, self.strategy.state_dict(), self.records),
+                    Checkpoint(round_number, self.params, self.server_state(), self.records),
                     self.job_id,
                 )
                 record["seconds"]["checkpoint"] = time.perf_counter() - tick
@@ -120,24 +155,35 @@ class Coordinator:
                 on_round(record)
         return RunResult(self.params, self.records, time.perf_counter() - start)
 
+    def server_state(self) -> dict[str, torch.Tensor]:
+        """The strategy's state, and the adaptive clipping norm of a DP-FedAvg job."""
+        state = self.strategy.state_dict()
+        if self.client_dp is not None:
+            state.update({_CLIENT_DP + k: v for k, v in self.client_dp.state_dict().items()})
+        return state
+
     def run_round(self, round_number: int) -> dict[str, Any]:
         job = self.job
         seconds: dict[str, float] = {}
         tick = time.perf_counter()
         sampled = self.sample(round_number)
         min_parties = job.sampling.min_parties
-        if len(sampled) < min_parties:
+        # DP-FedAvg divides by the expected number of parties, so a round may sample few
+        # or none; min_parties then counts only against parties that fail.
+        client_dp = self.client_dp is not None
+        if not client_dp and len(sampled) < min_parties:
             raise TooFewPartiesError(
                 f"round {round_number}: {len(sampled)} parties sampled, fewer than "
                 f"sampling.min_parties = {min_parties}; raise sampling.rate or lower min_parties"
             )
         lr = job.training.lr_at(round_number, job.job.rounds)
         extras = self.strategy.configure_round(round_number, self.params)
-        request = TrainRequest(self.job_id, round_number, self.params, lr, extras)
+        clip_norm = self.client_dp.clip_norm if self.client_dp is not None else None
+        request = TrainRequest(self.job_id, round_number, self.params, lr, extras, clip_norm)
         exchange = self.transport.exchange({party: request for party in sampled})
         seconds["train"] = time.perf_counter() - tick
         replies = [exchange.replies[p] for p in sampled if p in exchange.replies]
-        if len(replies) < min_parties:
+        if len(replies) < min_parties and (exchange.failed or not client_dp):
             reasons = "; ".join(f"{p}: {why}" for p, why in exchange.failed.items())
             raise TooFewPartiesError(
                 f"round {round_number}: {len(replies)} parties released an update, fewer than "
@@ -153,17 +199,28 @@ class Coordinator:
             )
             for r in replies
         ]
-        self.params = self.strategy.aggregate(round_number, self.params, updates)
+        record: dict[str, Any] = {"round": round_number, "lr": lr}
+        if self.client_dp is not None:
+            record["clip_norm"] = self.client_dp.clip_norm
+            mean_delta = self.client_dp.noisy_mean(
+                [ClippedUpdate(r.tensors["delta"], r.scalars.get("within_clip", 1.0) == 1.0)
+                 for r in replies],
+                self.params,
+            )  # fmt: skip
+            self.params = self.strategy.server_step(self.params, mean_delta, updates)
+            # Who was sampled stays with the trusted coordinator: the amplification by
+            # sampling that the epsilon credits holds only if recipients never learn it.
+            record["sampled"] = None
+        else:
+            self.params = self.strategy.aggregate(round_number, self.params, updates)
+            record["sampled"] = [r.sender for r in replies]
         seconds["aggregate"] = time.perf_counter() - tick
-        record: dict[str, Any] = {
-            "round": round_number,
-            "lr": lr,
-            "sampled": [r.sender for r in replies],
+        record.update({
             "train_loss": released_train_loss(replies),
             "refused": dict(exchange.failed),
             "bytes_down": exchange.bytes_down,
             "bytes_up": exchange.bytes_up,
-        }
+        })  # fmt: skip
         if round_number % job.evaluation.every == 0 or round_number == job.job.rounds:
             tick = time.perf_counter()
             record.update(self.evaluate(round_number, self.params))

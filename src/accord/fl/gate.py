@@ -25,11 +25,14 @@ if TYPE_CHECKING:
     from accord.privacy.caps import NodePrivacySettings
     from accord.privacy.ledger import ChargeReceipt, PrivacyLedger
 
+JOB_CHARGE_ROUND = 0
+"""The round under which a job charged in full when the node accepts it files that charge."""
+
 # What each kind must carry; a release with anything else is refused, not forwarded.
 _ALLOWED_CONTENT: Mapping[ReleaseKind, tuple[frozenset[str], frozenset[str]]] = {
     ReleaseKind.UPDATE: (
         frozenset({"delta", "control_delta"}),
-        frozenset({"num_examples", "train_loss", "steps"}),
+        frozenset({"num_examples", "train_loss", "steps", "within_clip"}),
     ),
     ReleaseKind.METRICS: (frozenset(), frozenset({"num_examples", "loss", "accuracy"})),
     ReleaseKind.ROW_COUNT: (frozenset(), frozenset({"num_examples"})),
@@ -89,6 +92,57 @@ class ReleaseGate:
         )  # fmt: skip
         self._charged[(round_number, kind)] = receipt
         return receipt
+
+    def charge_job(
+        self,
+        rounds: int,
+        kind: ReleaseKind,
+        dataset: str,
+        round_event: DpEvent,
+        adversary: Adversary,
+    ) -> None:
+        """Charge a whole job's planned releases, ``rounds`` times ``round_event``, when the
+        node accepts the job (filed under round 0): DP-FedAvg's accounting needs every
+        round charged whether or not the node is sampled, so it is charged up front. A
+        resumed run finds its charge already stored and pays nothing twice.
+        """
+        if self.privacy is None:
+            raise ValueError("charge_job needs the node's ledger")
+        from dp_accounting import SelfComposedDpEvent
+
+        ledger, run_key = self.privacy.ledger, self.privacy.run_key
+        if any(self._is_job_charge(c.round, c.release_kind, kind) for c in ledger.charges(run_key)):
+            return
+        settings = self.privacy.settings
+        ledger.charge(
+            run_key, JOB_CHARGE_ROUND, kind.value, dataset,
+            SelfComposedDpEvent(round_event, rounds), adversary,
+            settings.caps_for(dataset), exempt=settings.is_exempt(kind.value),
+        )  # fmt: skip
+
+    def charge_prepaid(
+        self, round_number: int, rounds: int, kind: ReleaseKind, dataset: str, adversary: Adversary
+    ) -> None:
+        """Admit one release that the job's acceptance charge paid for: at most one per
+        round 1..``rounds``. It is stored as a ``NoOpDpEvent`` entry, so the ledger lists
+        every release and a round is never released twice (not after a resume either)."""
+        if self.privacy is None:
+            raise ValueError("charge_prepaid needs the node's ledger")
+        from dp_accounting import NoOpDpEvent
+
+        charges = self.privacy.ledger.charges(self.privacy.run_key)
+        where = f"release gate of {self.party!r}: the {kind.value} release of round {round_number}"
+        if not any(self._is_job_charge(c.round, c.release_kind, kind) for c in charges):
+            raise RefusedError(f"{where} belongs to a job whose plan was not charged")
+        if not 1 <= round_number <= rounds:
+            raise RefusedError(f"{where} is outside the job's {rounds} charged rounds")
+        if any(c.round == round_number and c.release_kind == kind.value for c in charges):
+            raise RefusedError(f"{where} was already made once; a round is released only once")
+        self.charge(round_number, kind, dataset, NoOpDpEvent(), adversary)
+
+    @staticmethod
+    def _is_job_charge(round_number: int, stored_kind: str, kind: ReleaseKind) -> bool:
+        return round_number == JOB_CHARGE_ROUND and stored_kind == kind.value
 
     def release(self, release: Release) -> SealedRelease:
         """Check ``release`` and seal it for this node's transport."""

@@ -42,6 +42,8 @@ class TrainRequest:
     lr: float
     extras: Mapping[str, torch.Tensor] = field(default_factory=dict)
     """Strategy state the node needs, e.g. SCAFFOLD's server control variate ``c``."""
+    clip_norm: float | None = None
+    """DP-FedAvg: the norm this round's update is clipped to (None in other jobs)."""
 
     @property
     def nbytes(self) -> int:

@@ -26,7 +26,13 @@ from accord.fl.messages import (
     TrainRequest,
 )
 from accord.fl.node_home import NodeHome
-from accord.fl.node_privacy import TEST_DATASET, TRAIN_DATASET, DpSgdNodePlan
+from accord.fl.node_privacy import (
+    TEST_DATASET,
+    TRAIN_DATASET,
+    ClientDpNodePlan,
+    DpSgdNodePlan,
+    NodeDpPlan,
+)
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
 from accord.node_secrets import open_node_generator
@@ -64,7 +70,7 @@ class Node:
         custom_train: CustomTrain | None = None,
         custom_evaluate: CustomEvaluate | None = None,
         privacy: GatePrivacy | None = None,
-        dp_plan: DpSgdNodePlan | None = None,
+        dp_plan: NodeDpPlan | None = None,
     ) -> None:
         if len(data.y_train) == 0:
             raise InputError(f"party {party!r} has no training rows; check its data")
@@ -74,6 +80,12 @@ class Node:
         self.model = model
         self.gate = ReleaseGate(party, privacy)
         self.dp_plan = dp_plan
+        if isinstance(dp_plan, ClientDpNodePlan):
+            # Accepting a DP-FedAvg job charges all its rounds (sampled or not) at once.
+            self.gate.charge_job(
+                dp_plan.settings.rounds, ReleaseKind.UPDATE, dp_plan.dataset,
+                dp_plan.round_event, dp_plan.adversary,
+            )  # fmt: skip
         self._secure_random: SecureGenerator | None = None
         self.x_train = torch.from_numpy(np.ascontiguousarray(data.x_train))
         self.y_train = torch.from_numpy(np.ascontiguousarray(data.y_train))
@@ -115,47 +127,79 @@ class Node:
 
     def _train(self, request: TrainRequest) -> SealedRelease:
         self._check_job(request.job_id)
-        cfg = self.config
         self.model.load(request.global_params)
         tensors: dict[str, torch.Tensor] = {}
-        if self.dp_plan is not None:
-            self._train_dpsgd(request, self.dp_plan, tensors)
-            return self.gate.release(
-                Release(
-                    kind=ReleaseKind.UPDATE, job_id=cfg.job_id, round=request.round,
-                    sender=self.party, recipient=COORDINATOR, tensors=tensors,
-                    dataset=self.dp_plan.dataset, dp_event=self.dp_plan.round_event,
-                    adversary=self.dp_plan.adversary.value,
-                )
-            )  # fmt: skip
+        plan = self.dp_plan
+        if isinstance(plan, DpSgdNodePlan):
+            self._train_dpsgd(request, plan, tensors)
+            return self._release_update(request, tensors, {}, plan)
+        if isinstance(plan, ClientDpNodePlan):
+            return self._train_client_dp(request, plan)
         # A node with a ledger records even a release without DP (refused where capped).
         self.gate.charge(request.round, ReleaseKind.UPDATE, TRAIN_DATASET, None, None)
+        mean_loss, steps = self._train_locally(request, tensors)
+        scalars = {
+            "num_examples": float(len(self.y_train)),
+            "train_loss": mean_loss,
+            "steps": float(steps),
+        }
+        return self._release_update(request, tensors, scalars, None)
+
+    def _release_update(
+        self,
+        request: TrainRequest,
+        tensors: dict[str, torch.Tensor],
+        scalars: dict[str, float],
+        plan: NodeDpPlan | None,
+    ) -> SealedRelease:
+        return self.gate.release(
+            Release(
+                kind=ReleaseKind.UPDATE, job_id=self.config.job_id, round=request.round,
+                sender=self.party, recipient=COORDINATOR, tensors=tensors, scalars=scalars,
+                dataset=plan.dataset if plan else None,
+                dp_event=plan.round_event if plan else None,
+                adversary=plan.adversary.value if plan else None,
+            )
+        )  # fmt: skip
+
+    def _train_locally(
+        self, request: TrainRequest, tensors: dict[str, torch.Tensor]
+    ) -> tuple[float, int]:
+        """Local training as the strategy asks; puts the update in ``tensors["delta"]``."""
         if self.custom_train is not None:
             mean_loss, steps = self._train_custom(request), 0
-            tensors["delta"] = self.model.flat - request.global_params
-        elif cfg.plan.objective is LocalObjective.SCAFFOLD:
-            mean_loss, steps = self._train_scaffold(request, tensors)
+        elif self.config.plan.objective is LocalObjective.SCAFFOLD:
+            return self._train_scaffold(request, tensors)
         else:
             result = train_local(
-                self.model, self.x_train, self.y_train, cfg.plan, request.lr,
+                self.model, self.x_train, self.y_train, self.config.plan, request.lr,
                 global_params=request.global_params, shuffle_rng=self._shuffle_rng(request.round),
             )  # fmt: skip
             mean_loss, steps = result.mean_loss, result.steps
-            tensors["delta"] = self.model.flat - request.global_params
-        release = Release(
-            kind=ReleaseKind.UPDATE,
-            job_id=cfg.job_id,
-            round=request.round,
-            sender=self.party,
-            recipient=COORDINATOR,
-            tensors=tensors,
-            scalars={
-                "num_examples": float(len(self.y_train)),
-                "train_loss": mean_loss,
-                "steps": float(steps),
-            },
+        tensors["delta"] = self.model.flat - request.global_params
+        return mean_loss, steps
+
+    def _train_client_dp(self, request: TrainRequest, plan: ClientDpNodePlan) -> SealedRelease:
+        """DP-FedAvg: train as usual, clip the update to the round's norm, release only it
+        (and, with adaptive clipping, whether it was within the norm). The job's charge was
+        made when the node accepted it; the gate admits one release per round."""
+        from accord.privacy.client_dp import clip_update
+
+        if request.clip_norm is None:
+            raise InputError(
+                f"node {self.party!r}: a DP-FedAvg train request must carry the round's "
+                "clipping norm"
+            )
+        self.gate.charge_prepaid(
+            request.round, plan.settings.rounds, ReleaseKind.UPDATE, plan.dataset, plan.adversary
         )
-        return self.gate.release(release)
+        tensors: dict[str, torch.Tensor] = {}
+        self._train_locally(request, tensors)
+        clipped, within = clip_update(tensors["delta"], request.clip_norm)
+        tensors["delta"] = clipped
+        # No row count, loss or step count: none is covered by epsilon.
+        scalars = {"within_clip": float(within)} if plan.settings.adaptive else {}
+        return self._release_update(request, tensors, scalars, plan)
 
     def _metrics_dataset(self) -> str:
         """The test split is its own dataset only where node.toml declares it ("test")."""

@@ -1,11 +1,12 @@
 """A node's privacy for one job: its plan, checked against its caps before training.
 
-The node decides everything here from its own copy of the job, its own ``node.toml`` caps
-and its own row count (which it never releases): the sampling rate q = batch / rows, the
-steps per round, the noise multiplier (given, or calibrated for the job's target epsilon
-over all its planned steps), and the DpEvent each round's update will carry. A plan that
-would exceed a cap is refused when the job is accepted, before any record is read for
-training.
+The node decides everything here from its own copy of the job and its own ``node.toml``
+caps. For DP-SGD it also uses its own row count (which it never releases): the sampling
+rate q = batch / rows, the steps per round, the noise multiplier (given, or calibrated for
+the job's target epsilon over all its planned steps), and the DpEvent each round's update
+will carry. For client-level DP-FedAvg the plan depends on the job alone
+(:mod:`accord.privacy.client_dp`). A plan that would exceed a cap is refused when the job
+is accepted, before any record is read for training.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from accord.errors import InputError, RefusedError
+from accord.fl.gate import JOB_CHARGE_ROUND
 from accord.job import Job
 from accord.privacy.accounting import Accountant
-from accord.privacy.caps import NodePrivacySettings
+from accord.privacy.caps import Cap, NodePrivacySettings
 from accord.privacy.events import Adversary
 
 if TYPE_CHECKING:
     from dp_accounting import DpEvent
 
     from accord.fl.node import Node
+    from accord.privacy.client_dp import ClientDpSettings
     from accord.privacy.ledger import PrivacyLedger
 
 
@@ -48,6 +51,29 @@ class DpSgdNodePlan:
     delta: float
 
 
+@dataclass(frozen=True, slots=True)
+class ClientDpNodePlan:
+    """What a DP-FedAvg job costs on this node: the same event every round of the job,
+    sampled or not, charged in full when the node accepts the job."""
+
+    dataset: str
+    settings: ClientDpSettings
+    round_event: DpEvent
+    adversary: Adversary
+    delta: float
+
+    @property
+    def noise_multiplier(self) -> float:
+        return self.settings.noise_multiplier
+
+    @property
+    def clip_norm(self) -> float:
+        return self.settings.clip_norm
+
+
+NodeDpPlan = DpSgdNodePlan | ClientDpNodePlan
+
+
 def steps_per_round(job: Job, rows: int) -> int:
     training = job.training
     if training.local_steps is not None:
@@ -60,10 +86,11 @@ def plan_node_privacy(
     run_key: str,
     party: str,
     rows: int,
+    num_parties: int,
     settings: NodePrivacySettings,
     ledger: PrivacyLedger | None,
-) -> DpSgdNodePlan | None:
-    """This node's DP-SGD plan (``None`` for a job without DP), refused if over a cap."""
+) -> NodeDpPlan | None:
+    """This node's DP plan (``None`` for a job without DP), refused if over a cap."""
     privacy = job.privacy
     # The node, not the job, says which of its datasets training reads: a job cannot
     # choose a name that has no cap.
@@ -76,6 +103,8 @@ def plan_node_privacy(
                 '(privacy.mode = "none"); run it with privacy.mode = "dpsgd"'
             )
         return None
+    if privacy.client_level:
+        return _plan_client_dp(job, run_key, num_parties, caps, ledger)
     from accord.privacy.accounting import calibrate_noise, dpsgd_event
 
     if job.strategy.name in ("fedprox", "scaffold"):
@@ -117,6 +146,38 @@ def plan_node_privacy(
     return plan
 
 
+def _plan_client_dp(
+    job: Job, run_key: str, num_parties: int, caps: Sequence[Cap], ledger: PrivacyLedger | None
+) -> ClientDpNodePlan:
+    from accord.privacy.client_dp import client_dp_settings
+
+    if job.strategy.name == "scaffold":
+        raise InputError(
+            'privacy.mode = "dpfedavg" with strategy "scaffold": its control variates would '
+            "leave the node unclipped and un-noised; use fedavg, fedprox, fedavgm, fedadam, "
+            "fedyogi or fedadagrad"
+        )
+    settings = client_dp_settings(job, num_parties)
+    plan = ClientDpNodePlan(
+        dataset=TRAIN_DATASET,
+        settings=settings,
+        round_event=settings.record_event(),
+        # The coordinator adds the noise: it holds against the recipients only.
+        adversary=Adversary.RECIPIENTS_ONLY,
+        delta=job.privacy.delta,
+    )
+    already_paid = ledger is not None and any(
+        c.round == JOB_CHARGE_ROUND for c in ledger.charges(run_key)
+    )
+    if ledger is not None and caps and not already_paid:
+        fits, why = ledger.plan_fits(
+            plan.dataset, [plan.round_event] * settings.rounds, plan.adversary, caps
+        )
+        if not fits:
+            raise RefusedError(why)
+    return plan
+
+
 def job_epsilon(plan: DpSgdNodePlan, rounds: int, accountant: Accountant) -> float:
     """Epsilon of ``rounds`` of this plan's round event at the plan's delta."""
     if rounds == 0:
@@ -127,13 +188,27 @@ def job_epsilon(plan: DpSgdNodePlan, rounds: int, accountant: Accountant) -> flo
     return epsilon(event, plan.delta, accountant)
 
 
+def client_dp_epsilon(
+    plan: ClientDpNodePlan, rounds: int, accountant: Accountant, *, party_level: bool = False
+) -> float:
+    """Record-level (what the ledger charges) or party-level epsilon of ``rounds`` rounds."""
+    if rounds == 0:
+        return 0.0
+    from accord.privacy.accounting import dpsgd_event, epsilon
+
+    s = plan.settings
+    sigma = s.noise_multiplier if party_level else s.noise_multiplier / 2
+    return epsilon(dpsgd_event(sigma, s.sample_rate, rounds), plan.delta, accountant)
+
+
 def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
     """For the report: epsilon per party at the job's delta, from its ledger (None: no DP).
 
-    Only the rounds a node actually charged count. In simulation the runner reads every
-    node's ledger and plan; in a deployment each node reports its own (``accord budget
-    show``). Per-party epsilons depend on each party's row count, through its sampling
-    rate: they are for whoever reads the run folder.
+    DP-SGD counts only the rounds a node actually charged; DP-FedAvg charges the whole job
+    when the node accepts it, so its epsilon is the planned one from the start. In
+    simulation the runner reads every node's ledger and plan; in a deployment each node
+    reports its own (``accord budget show``). Per-party DP-SGD epsilons depend on each
+    party's row count, through its sampling rate: they are for whoever reads the run folder.
     """
     planned = [n for n in nodes if n.dp_plan is not None and n.gate.privacy is not None]
     if not planned:
@@ -143,25 +218,41 @@ def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
         plan, privacy = node.dp_plan, node.gate.privacy
         assert plan is not None and privacy is not None
         charges = privacy.ledger.charges(privacy.run_key)
-        charged = sorted(c.round for c in charges if c.release_kind == "update")
         uncovered = sorted({c.release_kind for c in charges if not c.covered})
-
-        parties[node.party] = {
+        figures: dict[str, Any] = {
             "adversary": plan.adversary.value,
             "noise_multiplier": plan.noise_multiplier,
-            "rounds_charged": len(charged),
             # Exact releases that node.toml exempts: outside every epsilon above.
             "not_covered_by_epsilon": uncovered,
-            "epsilon": job_epsilon(plan, len(charged), "pld"),
             "accountant": "pld",
-            # The curve uses RDP: one conversion per round instead of one PLD per round.
-            "epsilon_by_round_rdp": [
-                [r, job_epsilon(plan, i + 1, "rdp")] for i, r in enumerate(charged)
-            ],
         }
+        updates = sorted(
+            c.round for c in charges if c.release_kind == "update" and c.round != JOB_CHARGE_ROUND
+        )
+        if isinstance(plan, DpSgdNodePlan):
+            figures.update({
+                "rounds_charged": len(updates),
+                "epsilon": job_epsilon(plan, len(updates), "pld"),
+                # The curve uses RDP: one conversion per round instead of one PLD per round.
+                "epsilon_by_round_rdp": [
+                    [r, job_epsilon(plan, i + 1, "rdp")] for i, r in enumerate(updates)
+                ],
+            })  # fmt: skip
+        else:
+            rounds = plan.settings.rounds
+            figures.update({
+                "rounds_charged": rounds,
+                "rounds_released": len(updates),
+                "epsilon": client_dp_epsilon(plan, rounds, "pld"),
+                "party_epsilon": client_dp_epsilon(plan, rounds, "pld", party_level=True),
+                "epsilon_by_round_rdp": [
+                    [r, client_dp_epsilon(plan, r, "rdp")] for r in range(1, rounds + 1)
+                ],
+            })  # fmt: skip
+        parties[node.party] = figures
     first = planned[0].dp_plan
     assert first is not None
-    return {
+    summary: dict[str, Any] = {
         "mode": "dpsgd",
         "mechanism": "DP-SGD: Poisson-sampled Gaussian, per-example clipping",
         "adjacency": "add or remove one record",
@@ -169,3 +260,26 @@ def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
         "clip_norm": first.clip_norm,
         "parties": parties,
     }
+    if isinstance(first, ClientDpNodePlan):
+        s = first.settings
+        summary.update({
+            "mode": "dpfedavg",
+            "mechanism": (
+                f"DP-FedAvg: parties Poisson-sampled at q = {s.sample_rate:g}, each update "
+                "clipped on its node, Gaussian noise added to the sum by the coordinator"
+                + (" (adaptive clipping)" if s.adaptive else "")
+            ),
+            "sample_rate": s.sample_rate,
+            "notes": [
+                "epsilon is record-level (one record added or removed): the ledger charges "
+                f"noise multiplier {s.noise_multiplier / 2:.4g} (z / 2, since one record moves "
+                "a clipped update by up to twice the clip norm) for every round of the job, "
+                "sampled or not, in full when the node accepted the job",
+                "party-level epsilon: one whole party added or removed (noise multiplier "
+                f"{s.noise_multiplier:.4g})",
+                "both hold against the recipients of the model only: the coordinator adds "
+                "the noise, sees the clipped updates un-noised and knows who was sampled "
+                "(amplification by sampling is credited against recipients only)",
+            ],
+        })  # fmt: skip
+    return summary

@@ -23,7 +23,7 @@ from accord.fl.gate import GatePrivacy
 from accord.fl.local_training import LocalPlan, evaluate_model
 from accord.fl.node import CustomEvaluate, CustomTrain, Node, NodeConfig
 from accord.fl.node_home import NodeHome, default_home
-from accord.fl.node_privacy import DpSgdNodePlan, plan_node_privacy
+from accord.fl.node_privacy import NodeDpPlan, plan_node_privacy
 from accord.fl.run_dir import RunDir
 from accord.fl.strategies import build_strategy
 from accord.fl.strategies.base import LocalObjective
@@ -167,7 +167,8 @@ def build_nodes(
     base_dir: Path,
     run_id: str,
 ) -> list[Node]:
-    if job.privacy.enabled:
+    if job.privacy.mode == "dpsgd":
+        # Client-level DP clips the whole update, so any local training may run under it.
         from accord.privacy.dpsgd import check_private_module
 
         check_private_module(model.module)
@@ -179,7 +180,7 @@ def build_nodes(
     nodes = []
     for index, party in enumerate(parties):
         home = NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name)
-        gate_privacy, dp_plan = node_privacy(job, f"{job_id}.{run_id}", party, home)
+        gate_privacy, dp_plan = node_privacy(job, f"{job_id}.{run_id}", party, len(parties), home)
         nodes.append(
             Node(
                 party=party.name,
@@ -197,8 +198,8 @@ def build_nodes(
 
 
 def node_privacy(
-    job: Job, run_key: str, party: PartyData, home: NodeHome
-) -> tuple[GatePrivacy | None, DpSgdNodePlan | None]:
+    job: Job, run_key: str, party: PartyData, num_parties: int, home: NodeHome
+) -> tuple[GatePrivacy | None, NodeDpPlan | None]:
     """A node's ledger and DP plan. The plan is checked against the node's own caps
     before any record is read for training; a job over a cap is refused (exit 3)."""
     settings = load_node_settings(home.path)
@@ -207,7 +208,9 @@ def node_privacy(
     from accord.privacy.ledger import PrivacyLedger
 
     ledger = PrivacyLedger(home.path)
-    plan = plan_node_privacy(job, run_key, party.name, len(party.y_train), settings, ledger)
+    plan = plan_node_privacy(
+        job, run_key, party.name, len(party.y_train), num_parties, settings, ledger
+    )
     return GatePrivacy(run_key, ledger, settings), plan
 
 

@@ -126,7 +126,8 @@ class CapSpend:
 
 @dataclass(frozen=True)
 class ChargeReceipt:
-    """What :meth:`PrivacyLedger.charge` stored, and each cap's epsilon after it."""
+    """What :meth:`PrivacyLedger.charge` stored, and each cap's epsilon after it (none for a
+    ``NoOpDpEvent``, which changes no cap's epsilon)."""
 
     charge: Charge
     accountant: Accountant
@@ -345,7 +346,9 @@ class PrivacyLedger:
                     f"supports under add-or-remove-one adjacency: {_short(event)}"
                 )
             spends: list[CapSpend] = []
-            for cap in caps:
+            # A NoOpDpEvent costs nothing against any cap: no epsilon to recompute (the
+            # per-release entries of a job charged in full at acceptance are NoOps).
+            for cap in caps if not isinstance(event, NoOpDpEvent) else ():
                 counted = _counted(stored, cap)
                 try:
                     after = composed_epsilon(

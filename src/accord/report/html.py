@@ -12,6 +12,7 @@ from accord.fl.run_dir import RunDir, headline_metrics
 from accord.report.plots import metric_plots
 from accord.report.privacy import (
     ADVERSARY_WORDS,
+    PRIVACY_HEADER,
     epsilon_plot,
     privacy_rows,
     read_privacy_summary,
@@ -42,21 +43,21 @@ def privacy_line(privacy: dict[str, Any] | None) -> str:
 
 
 def privacy_section(privacy: dict[str, Any]) -> list[str]:
-    header = ("party", "epsilon", "holds against", "delta", "noise multiplier", "clip norm",
-              "accountant", "rounds charged", "not covered by epsilon")  # fmt: skip
     parts = [
         "<h2>Privacy</h2>",
         f"<p>{html.escape(privacy['mechanism'])}; adjacency: "
         f"{html.escape(privacy['adjacency'])}. Each figure comes from that party's own "
         "ledger and counts only the rounds it charged (in simulation, read from every node "
         "home; in a deployment, each node's <code>accord budget show</code>).</p><table><tr>",
-        *(f"<th>{html.escape(h)}</th>" for h in header),
+        *(f"<th>{html.escape(h)}</th>" for h in PRIVACY_HEADER),
         "</tr>",
     ]
     for row in privacy_rows(privacy):
         parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
     encoded = base64.b64encode(epsilon_plot(privacy)).decode("ascii")
-    parts.append(f"</table><img alt='epsilon per round' src='data:image/png;base64,{encoded}'>")
+    parts.append("</table>")
+    parts += [f"<p>{html.escape(note)}.</p>" for note in privacy.get("notes", [])]
+    parts.append(f"<img alt='epsilon per round' src='data:image/png;base64,{encoded}'>")
     parts.append("<p class='note'>The table uses PLD (the ledger's accountant); the curve uses "
                  "RDP, an upper bound that is faster to draw round by round.</p>")  # fmt: skip
     return parts
@@ -131,8 +132,10 @@ def render_report(
         fed = headline_metrics(r)
         seconds = sum(r.get("seconds", {}).values())
         train_loss = r.get("train_loss")
+        # A DP-FedAvg run does not record who was sampled (hidden from recipients).
+        parties = "hidden" if r["sampled"] is None else str(len(r["sampled"]))
         parts.append(
-            f"<tr><td>{r['round']}</td><td>{len(r['sampled'])}</td>"
+            f"<tr><td>{r['round']}</td><td>{parties}</td>"
             f"<td>{_fmt('–' if train_loss is None else train_loss)}</td>"
             f"<td>{_fmt(fed.get('loss', '–'))}</td><td>{_fmt(fed.get('accuracy', '–'))}</td>"
             f"<td>{r['bytes_down'] + r['bytes_up']:,}</td><td>{seconds:.3f}</td></tr>"

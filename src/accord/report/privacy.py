@@ -68,13 +68,23 @@ def epsilon_plot(summary: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+PRIVACY_HEADER = (
+    "party", "epsilon (record-level)", "epsilon (party-level)", "holds against", "delta",
+    "noise multiplier", "clip norm", "accountant", "rounds charged", "not covered by epsilon",
+)  # fmt: skip
+
+
 def privacy_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Table rows: party, epsilon, adversary, delta, sigma, clipping, accountant, rounds,
+    """Table rows under :data:`PRIVACY_HEADER`: party, record-level epsilon, party-level
+    epsilon (client-level DP only), adversary, delta, sigma, clipping, accountant, rounds,
     and the kinds of release not covered by epsilon (exempt in the node's node.toml)."""
     rows = []
     for party, f in summary["parties"].items():
+        party_epsilon = f.get("party_epsilon")
         rows.append([
-            party, f"{f['epsilon']:.4f}", ADVERSARY_WORDS.get(f["adversary"], f["adversary"]),
+            party, f"{f['epsilon']:.4f}",
+            "–" if party_epsilon is None else f"{party_epsilon:.4f}",
+            ADVERSARY_WORDS.get(f["adversary"], f["adversary"]),
             f"{summary['delta']:g}", f"{f['noise_multiplier']:.4g}", f"{summary['clip_norm']:g}",
             f["accountant"], str(f["rounds_charged"]),
             ", ".join(f.get("not_covered_by_epsilon", [])) or "none",

@@ -133,6 +133,11 @@ class EvaluationConfig(BaseModel):
     """Evaluate every N rounds (and always after the last)."""
     federated: bool = True
     """Each node evaluates the global model on its own test split and releases metrics."""
+    dp_epsilon: float | None = Field(default=None, gt=0)
+    """Release each node's metrics with DP noise at this epsilon per evaluation (charged
+    to its ledger); None releases exact metrics (refused on capped data unless exempt)."""
+    dp_loss_bound: float = Field(default=10.0, gt=0)
+    """With dp_epsilon: each example's cross-entropy is clamped to this before summing."""
 
 
 class NodeSettings(BaseModel):

@@ -3,6 +3,7 @@ the release gate before local training, and refused or stopped at the cap."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,9 @@ import pytest
 from accord.errors import RefusedError, TooFewPartiesError
 from accord.fl.simulation import build_simulation
 from accord.job import load_job
-from accord.privacy.accounting import dpsgd_event, epsilon
+from accord.privacy.accounting import dpsgd_event, epsilon, epsilon_of_events
 from accord.privacy.caps import load_node_settings
+from accord.privacy.dp_metrics import metrics_event
 from accord.privacy.events import Adversary
 from accord.privacy.ledger import PrivacyLedger
 from tests.conftest import Invoke, JobWriter
@@ -204,3 +206,27 @@ def test_a_target_epsilon_is_met_by_each_node_calibrating_its_own_noise(
         spent = round_epsilon(simulation, index, 2)
         assert 0.99 * 2.0 <= spent <= 2.0
     assert sigmas[0] != sigmas[1]  # each from its own row count
+
+
+def test_noisy_metrics_are_charged_and_released_from_a_capped_dataset(
+    write_job: JobWriter, tmp_path: Path, invoke: Invoke
+) -> None:
+    homes = tmp_path / "homes"
+    write_caps(homes, 50.0)  # no exemption: exact metrics would be refused
+    job_file = dp_job(write_job, rounds=1, extra="\n[evaluation]\ndp_epsilon = 0.5\n")
+    run_dir = tmp_path / "run"
+    result = invoke("run", str(job_file), "--out", str(run_dir), "--node-homes", str(homes),
+                    "--quiet")  # fmt: skip
+    assert result.code == 0, result.err
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert set(record["per_party"]) == {"party-1", "party-2"}
+    ledger = PrivacyLedger(homes / "party-1")
+    metrics = [c for c in ledger.charges() if c.release_kind == "metrics"]
+    assert len(metrics) == 1 and metrics[0].covered
+    assert metrics[0].event == metrics_event(0.5)
+    party = json.loads((run_dir / "privacy.json").read_text())["parties"]["party-1"]
+    assert party["metrics_epsilon"] == pytest.approx(epsilon_of_events([metrics_event(0.5)],
+                                                                        1e-5, "pld"))  # fmt: skip
+    cap = load_node_settings(homes / "party-1").caps[0]
+    assert party["epsilon"] == pytest.approx(ledger.spent("train", cap), rel=1e-9)
+    assert party["epsilon"] > party["metrics_epsilon"]

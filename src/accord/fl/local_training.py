@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
@@ -107,16 +108,23 @@ def evaluate_model(
     module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096
 ) -> EvalResult:
     """Summed cross-entropy and correct predictions over (x, y)."""
+    losses, correct = per_example_metrics(module, x, y, batch)
+    return EvalResult(float(losses.sum()), int(correct.sum()), int(x.shape[0]))
+
+
+def per_example_metrics(
+    module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Each example's cross-entropy and whether it was predicted right (float64 sums)."""
     n = int(x.shape[0])
-    if n == 0:
-        return EvalResult(0.0, 0, 0)
+    losses = np.zeros(n, dtype=np.float64)
+    correct = np.zeros(n, dtype=np.bool_)
     module.eval()
-    loss_sum = 0.0
-    correct = 0
     with torch.no_grad():
         for start in range(0, n, batch):
             logits = module(x[start : start + batch])
             target = y[start : start + batch]
-            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == target).sum())
-    return EvalResult(loss_sum, correct, n)
+            end = start + len(target)
+            losses[start:end] = F.cross_entropy(logits, target, reduction="none").double().numpy()
+            correct[start:end] = (logits.argmax(dim=1) == target).numpy()
+    return losses, correct

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,7 +16,12 @@ import torch
 from accord.data.federation import PartyData
 from accord.errors import InputError, TaskCodeError
 from accord.fl.gate import GatePrivacy, ReleaseGate, SealedRelease
-from accord.fl.local_training import LocalPlan, evaluate_model, train_local
+from accord.fl.local_training import (
+    LocalPlan,
+    evaluate_model,
+    per_example_metrics,
+    train_local,
+)
 from accord.fl.messages import (
     COORDINATOR,
     EvaluateRequest,
@@ -36,9 +41,13 @@ from accord.fl.node_privacy import (
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
 from accord.node_secrets import open_node_generator
+from accord.privacy.events import Adversary
 from accord.secure_random import SecureGenerator
 from accord.seeds import SeedTag, seeded
 from accord.transport.base import NodeEndpoint
+
+if TYPE_CHECKING:
+    from dp_accounting import DpEvent
 
 CustomTrain = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]], float]
 CustomEvaluate = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
@@ -55,6 +64,9 @@ class NodeConfig:
     party_index: int
     plan: LocalPlan
     shuffle: bool
+    metrics_epsilon: float | None = None
+    """Release metrics with DP noise at this epsilon (None: exact metrics)."""
+    metrics_loss_bound: float = 10.0
 
 
 class Node:
@@ -290,10 +302,46 @@ class Node:
     def _evaluate(self, request: EvaluateRequest) -> SealedRelease:
         self._check_job(request.job_id)
         dataset = self._metrics_dataset()
-        # Metrics carry no DP mechanism: refused on a capped dataset unless node.toml
-        # exempts the "metrics" kind (then stored as not covered by epsilon).
-        self.gate.charge(request.round, ReleaseKind.METRICS, dataset, None, None)
         self.model.load(request.params)
+        epsilon = self.config.metrics_epsilon
+        if epsilon is not None:
+            scalars, event = self._noisy_metrics(request.round, dataset, epsilon)
+        else:
+            # Exact metrics carry no DP mechanism: refused on a capped dataset unless
+            # node.toml exempts the "metrics" kind (then stored as not covered by epsilon).
+            self.gate.charge(request.round, ReleaseKind.METRICS, dataset, None, None)
+            scalars, event = self._exact_metrics(), None
+        release = Release(
+            kind=ReleaseKind.METRICS,
+            job_id=self.config.job_id,
+            round=request.round,
+            sender=self.party,
+            recipient=COORDINATOR,
+            scalars=scalars,
+            dataset=dataset,
+            dp_event=event,
+            adversary=Adversary.COORDINATOR_AND_RECIPIENTS.value if event else None,
+        )
+        return self.gate.release(release)
+
+    def _noisy_metrics(
+        self, round_number: int, dataset: str, epsilon: float
+    ) -> tuple[dict[str, float], DpEvent]:
+        """Metrics with OpenDP noise added here, charged before the test split is read."""
+        from accord.privacy.dp_metrics import metrics_event, noisy_metrics
+
+        planned = metrics_event(epsilon)
+        self.gate.charge(
+            round_number, ReleaseKind.METRICS, dataset, planned,
+            Adversary.COORDINATOR_AND_RECIPIENTS,
+        )  # fmt: skip
+        # Each loss is clamped to the bound inside the release (the sum's declared bounds).
+        losses, correct = per_example_metrics(self.model.module, self.x_test, self.y_test)
+        scalars, event = noisy_metrics(correct, losses, epsilon, self.config.metrics_loss_bound)
+        assert event == planned, "the metrics released differ from the ones charged"
+        return scalars, event
+
+    def _exact_metrics(self) -> dict[str, float]:
         n = len(self.y_test)
         if self.custom_evaluate is not None and n:
             metrics = self.custom_evaluate(self.model.module, self.x_test, self.y_test)
@@ -303,25 +351,14 @@ class Node:
                     f"task evaluate() must return 'loss' and 'accuracy'; it returned no "
                     f"{sorted(missing)}"
                 )
-            scalars = {
+            return {
                 "num_examples": float(n),
                 "loss": float(metrics["loss"]),
                 "accuracy": float(metrics["accuracy"]),
             }
-        else:
-            result = evaluate_model(self.model.module, self.x_test, self.y_test)
-            scalars = {
-                "num_examples": float(n),
-                "loss": result.loss_sum / n if n else 0.0,
-                "accuracy": result.correct / n if n else 0.0,
-            }
-        release = Release(
-            kind=ReleaseKind.METRICS,
-            job_id=self.config.job_id,
-            round=request.round,
-            sender=self.party,
-            recipient=COORDINATOR,
-            scalars=scalars,
-            dataset=dataset,
-        )
-        return self.gate.release(release)
+        result = evaluate_model(self.model.module, self.x_test, self.y_test)
+        return {
+            "num_examples": float(n),
+            "loss": result.loss_sum / n if n else 0.0,
+            "accuracy": result.correct / n if n else 0.0,
+        }

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from accord.fl.node import Node
     from accord.privacy.client_dp import ClientDpSettings
-    from accord.privacy.ledger import PrivacyLedger
+    from accord.privacy.ledger import Charge, PrivacyLedger
 
 
 TRAIN_DATASET = "train"
@@ -201,6 +201,16 @@ def client_dp_epsilon(
     return epsilon(dpsgd_event(sigma, s.sample_rate, rounds), plan.delta, accountant)
 
 
+def _run_epsilon(charges: Sequence[Charge], plan: NodeDpPlan) -> tuple[float, Accountant]:
+    """Epsilon at the plan's delta of ``charges`` composed, and the accountant used (PLD
+    where it supports every event, as the ledger chooses)."""
+    from accord.privacy.cap_accounting import accountant_for_events, composed_epsilon
+
+    events = [c.event for c in charges]
+    accountant = accountant_for_events(events)
+    return composed_epsilon(events, plan.delta, accountant), accountant
+
+
 def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
     """For the report: epsilon per party at the job's delta, from its ledger (None: no DP).
 
@@ -224,15 +234,22 @@ def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
             "noise_multiplier": plan.noise_multiplier,
             # Exact releases that node.toml exempts: outside every epsilon above.
             "not_covered_by_epsilon": uncovered,
-            "accountant": "pld",
         }
         updates = sorted(
             c.round for c in charges if c.release_kind == "update" and c.round != JOB_CHARGE_ROUND
         )
+        # Everything this run charged to the training dataset (updates, and metrics where
+        # the test split is not a dataset of its own), composed as the ledger composes it.
+        figures["epsilon"], figures["accountant"] = _run_epsilon(
+            [c for c in charges if c.dataset == plan.dataset], plan
+        )
+        dp_metrics = [c for c in charges if c.release_kind == "metrics" and c.covered]
+        if dp_metrics:
+            figures["metrics_dataset"] = dp_metrics[0].dataset
+            figures["metrics_epsilon"] = _run_epsilon(dp_metrics, plan)[0]
         if isinstance(plan, DpSgdNodePlan):
             figures.update({
                 "rounds_charged": len(updates),
-                "epsilon": job_epsilon(plan, len(updates), "pld"),
                 # The curve uses RDP: one conversion per round instead of one PLD per round.
                 "epsilon_by_round_rdp": [
                     [r, job_epsilon(plan, i + 1, "rdp")] for i, r in enumerate(updates)
@@ -243,7 +260,6 @@ def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
             figures.update({
                 "rounds_charged": rounds,
                 "rounds_released": len(updates),
-                "epsilon": client_dp_epsilon(plan, rounds, "pld"),
                 "party_epsilon": client_dp_epsilon(plan, rounds, "pld", party_level=True),
                 "epsilon_by_round_rdp": [
                     [r, client_dp_epsilon(plan, r, "rdp")] for r in range(1, rounds + 1)

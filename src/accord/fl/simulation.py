@@ -177,6 +177,11 @@ def build_nodes(
                 "privacy.mode = \"dpsgd\" trains with Accord's DP-SGD; a task's own train() "
                 "cannot be made private: remove train() from the task"
             )
+    if job.evaluation.dp_epsilon is not None and spec.custom_evaluate is not None:
+        raise InputError(
+            "evaluation.dp_epsilon releases noisy per-example sums, which a task's own "
+            "evaluate() does not give: remove evaluate() from the task or dp_epsilon"
+        )
     nodes = []
     for index, party in enumerate(parties):
         home = NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name)
@@ -187,7 +192,15 @@ def build_nodes(
                 data=party,
                 model=model,
                 home=home,
-                config=NodeConfig(job_id, job.job.seed, index, plan, job.training.shuffle),
+                config=NodeConfig(
+                    job_id,
+                    job.job.seed,
+                    index,
+                    plan,
+                    job.training.shuffle,
+                    job.evaluation.dp_epsilon,
+                    job.evaluation.dp_loss_bound,
+                ),
                 custom_train=spec.custom_train,
                 custom_evaluate=spec.custom_evaluate,
                 privacy=gate_privacy,

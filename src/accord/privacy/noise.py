@@ -63,6 +63,8 @@ def laplace_noise(values: Sequence[float], scale: float) -> NDArray[np.float64]:
 def _discrete_tail(scale: float, alpha: float) -> float:
     """Smallest integer t with P(|K| > t) <= alpha for one discrete Laplace of ``scale``."""
     r = math.exp(-1.0 / scale)
+    if r == 0.0:  # a scale so small that the noise is 0 in double precision
+        return 0.0
     # P(|K| > t) = 2 r^(t+1) / (1 + r)
     t = math.log(alpha * (1 + r) / 2) / math.log(r) - 1
     return float(max(0, math.ceil(t - 1e-12)))

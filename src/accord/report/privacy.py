@@ -69,21 +69,24 @@ def epsilon_plot(summary: dict[str, Any]) -> bytes:
 
 
 PRIVACY_HEADER = (
-    "party", "epsilon (record-level)", "epsilon (party-level)", "holds against", "delta",
+    "party", "epsilon (record-level)", "epsilon (party-level)", "of which metrics",
+    "holds against", "delta",
     "noise multiplier", "clip norm", "accountant", "rounds charged", "not covered by epsilon",
 )  # fmt: skip
 
 
 def privacy_rows(summary: dict[str, Any]) -> list[list[str]]:
     """Table rows under :data:`PRIVACY_HEADER`: party, record-level epsilon, party-level
-    epsilon (client-level DP only), adversary, delta, sigma, clipping, accountant, rounds,
+    epsilon (client-level DP only), the noisy metrics' epsilon alone and its dataset,
+    adversary, delta, sigma, clipping, accountant, rounds,
     and the kinds of release not covered by epsilon (exempt in the node's node.toml)."""
     rows = []
     for party, f in summary["parties"].items():
-        party_epsilon = f.get("party_epsilon")
+        party_epsilon, metrics_epsilon = f.get("party_epsilon"), f.get("metrics_epsilon")
         rows.append([
             party, f"{f['epsilon']:.4f}",
             "–" if party_epsilon is None else f"{party_epsilon:.4f}",
+            "–" if metrics_epsilon is None else f"{metrics_epsilon:.4f} ({f['metrics_dataset']})",
             ADVERSARY_WORDS.get(f["adversary"], f["adversary"]),
             f"{summary['delta']:g}", f"{f['noise_multiplier']:.4g}", f"{summary['clip_norm']:g}",
             f["accountant"], str(f["rounds_charged"]),

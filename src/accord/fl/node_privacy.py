@@ -257,9 +257,10 @@ def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
             })  # fmt: skip
         else:
             rounds = plan.settings.rounds
+            # Not how often the party was sampled: whoever reads the run folder is a
+            # recipient, and the amplification by sampling holds only if they never learn it.
             figures.update({
                 "rounds_charged": rounds,
-                "rounds_released": len(updates),
                 "party_epsilon": client_dp_epsilon(plan, rounds, "pld", party_level=True),
                 "epsilon_by_round_rdp": [
                     [r, client_dp_epsilon(plan, r, "rdp")] for r in range(1, rounds + 1)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -150,15 +151,31 @@ def _epsilon(
 
     if isinstance(delta, bool) or not (0 <= delta < 1):
         raise InputError(f"delta must be at least 0 and below 1 (got {delta!r})")
-    acc = make_accountant(accountant, pld_discretization=pld_discretization)
     composed = _grouped(events)
+    # The repr names every field of every event, so equal keys are equal compositions.
+    key = (repr(composed), float(delta), accountant, pld_discretization)
+    cached = _EPSILON_CACHE.get(key)
+    if cached is not None:
+        _EPSILON_CACHE.move_to_end(key)
+        return cached
+    acc = make_accountant(accountant, pld_discretization=pld_discretization)
     try:
         acc.compose(composed)
     except UnsupportedEventError as exc:
         other: Accountant = "rdp" if accountant == "pld" else "pld"
         hint = f"; the {other} accountant does" if make_accountant(other).supports(composed) else ""
         raise InputError(f"the {accountant} accountant does not support {exc}{hint}") from None
-    return float(acc.get_epsilon(delta))
+    value = float(acc.get_epsilon(delta))
+    _EPSILON_CACHE[key] = value
+    if len(_EPSILON_CACHE) > _EPSILON_CACHE_SIZE:
+        _EPSILON_CACHE.popitem(last=False)
+    return value
+
+
+# A PLD epsilon takes up to seconds; in simulation every node of a job asks for the same
+# ones (the same events at the same delta), and a report asks again for each party.
+_EPSILON_CACHE_SIZE = 512
+_EPSILON_CACHE: OrderedDict[tuple[str, float, str, float], float] = OrderedDict()
 
 
 def _grouped(events: Sequence[DpEvent]) -> DpEvent:

@@ -109,14 +109,13 @@ def client_dp_settings(job: Job, num_parties: int) -> ClientDpSettings:
     if privacy.noise_multiplier is not None:
         z = privacy.noise_multiplier
     else:
-        from accord.privacy.accounting import calibrate_noise
-
         assert privacy.target_epsilon is not None
         # The target is the record-level epsilon the ledger charges, whose multiplier is z/2.
-        record_sigma = calibrate_noise(
+        from accord.privacy.accounting import calibrate_noise
+
+        z = 2 * calibrate_noise(
             privacy.target_epsilon, privacy.delta, sample_rate, rounds, privacy.accountant
         )
-        z = 2 * record_sigma
     expected = sample_rate * num_parties
     count_stddev = 0.0
     if privacy.adaptive_clipping:

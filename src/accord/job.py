@@ -159,7 +159,7 @@ class Job(BaseModel):
     """Per-party node settings in simulation, e.g. ``[nodes.cleveland] home = "..."``."""
 
     @model_validator(mode="after")
-    def _dp_scales_without_data(self) -> Job:
+    def _dp_settings_across_sections(self) -> Job:
         # The trained model depends on how its inputs were scaled; per-party statistics of
         # the rows would shape it outside the guarantee. The schema's bounds are no data.
         if self.privacy.enabled and self.data.standardize is True:
@@ -167,6 +167,11 @@ class Job(BaseModel):
                 "data.standardize = true fits each party's mean and standard deviation on its "
                 "own rows, which differential privacy does not cover; use data.standardize = "
                 '"bounds" (scales by the schema\'s declared min and max)'
+            )
+        if self.privacy.client_level and self.sampling.mode == "count":
+            raise ValueError(
+                'privacy.mode = "dpfedavg" needs Poisson client sampling (its accounting '
+                'assumes it): use sampling.mode = "poisson" with sampling.rate, or "all"'
             )
         return self
 

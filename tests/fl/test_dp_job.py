@@ -230,3 +230,16 @@ def test_noisy_metrics_are_charged_and_released_from_a_capped_dataset(
     cap = load_node_settings(homes / "party-1").caps[0]
     assert party["epsilon"] == pytest.approx(ledger.spent("train", cap), rel=1e-9)
     assert party["epsilon"] > party["metrics_epsilon"]
+
+
+def test_a_plan_whose_noisy_metrics_would_pass_the_cap_is_refused_before_training(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    homes = tmp_path / "homes"
+    job_file = dp_job(write_job, rounds=2, extra="\n[evaluation]\ndp_epsilon = 2.0\n")
+    probe = build_simulation(load_job(job_file), tmp_path, tmp_path / "probe")
+    updates_only = max(round_epsilon(probe, i, 2) for i in (0, 1))
+    write_caps(homes, updates_only * 1.05)  # the updates fit; two metrics at 2.0 do not
+    with pytest.raises(RefusedError, match=r"plan for dataset 'train' would reach"):
+        build_simulation(load_job(job_file), tmp_path, homes)
+    assert PrivacyLedger(homes / "party-1").charges() == []

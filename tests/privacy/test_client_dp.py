@@ -111,11 +111,8 @@ def test_a_target_epsilon_calibrates_the_record_level_charge() -> None:
 
 
 def test_settings_the_mechanism_cannot_honour_are_refused() -> None:
-    with pytest.raises(JobFileError, match="Poisson client sampling"):
-        client_dp_settings(
-            job_with({"mode": "dpfedavg", "noise_multiplier": 1.0}, {"mode": "count", "count": 5}),
-            50,
-        )
+    with pytest.raises(ValueError, match="Poisson client sampling"):
+        job_with({"mode": "dpfedavg", "noise_multiplier": 1.0}, {"mode": "count", "count": 5})
     adaptive = {"mode": "dpfedavg", "noise_multiplier": 1.0, "adaptive_clipping": True}
     # Default sigma_b = 10 expected parties / 20 = 0.5, not above z / 2 = 0.5.
     with pytest.raises(JobFileError, match=r"clipped_count_stddev = 0\.5 must exceed"):

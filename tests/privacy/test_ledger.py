@@ -154,7 +154,7 @@ def test_coordinator_noised_release_needs_a_cap_that_trusts_the_coordinator(
     assert "would spend epsilon inf" in str(info.value)
     assert "does not trust the coordinator" in str(info.value)
     assert strict.charges() == []
-    ok, why = strict.plan_fits("train", [CHEAP], CENTRAL, train_caps(strict_home))
+    ok, why = strict.plan_fits("train", [(CHEAP, CENTRAL)], train_caps(strict_home))
     assert not ok and "does not trust the coordinator" in why
 
     trusting_home = make_home(tmp_path / "trusting", adversary="recipients_only")
@@ -239,15 +239,15 @@ def test_plan_fits_accounts_for_what_is_already_spent(tmp_path: Path) -> None:
     ledger = PrivacyLedger(home)
     caps = train_caps(home)
     plan = [dp_accounting.SelfComposedDpEvent(CHEAP, 3)]
-    ok, why = ledger.plan_fits("train", plan, NODE, caps)
+    ok, why = ledger.plan_fits("train", [(event, NODE) for event in plan], caps)
     assert ok, why
     ledger.charge("job0", 1, "update", "train", CHEAP, NODE, caps)
-    ok, why = ledger.plan_fits("train", plan, NODE, caps)
+    ok, why = ledger.plan_fits("train", [(event, NODE) for event in plan], caps)
     assert not ok
     planned = direct_pld_epsilon([CHEAP] * 4, 1e-5)
     assert "'cleveland'" in why and "'train'" in why and f"reach epsilon {planned:.6f}" in why
     assert "epsilon 3 at delta 1e-05" in why and "\n" not in why
-    assert ledger.plan_fits("train", [CHEAP, CHEAP], NODE, caps)[0]
+    assert ledger.plan_fits("train", [(CHEAP, NODE)] * 2, caps)[0]
     assert len(ledger.charges()) == 1  # planning stores nothing
 
 

@@ -65,7 +65,7 @@ def show(node_home: Path, last: int) -> None:
         console.print(
             f"\ndataset {dataset!r}: accountant {accountant} ({why}); {len(mine)} "
             f"charge{'' if len(mine) == 1 else 's'}, {uncovered} not covered by epsilon "
-            "(exempt releases without a DP mechanism)",
+            "(releases without a DP mechanism: exempt, or from an uncapped dataset)",
             highlight=False,
             soft_wrap=True,
         )

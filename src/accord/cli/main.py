@@ -9,6 +9,7 @@ import click
 
 from accord.cli.budget import budget
 from accord.cli.errors import run_guarded
+from accord.cli.keys import keys
 from accord.cli.privacy import privacy_group
 from accord.cli.stats import stats
 
@@ -100,6 +101,7 @@ def task_hash(task_dir: Path) -> None:
 
 
 app.add_command(budget)
+app.add_command(keys)
 app.add_command(privacy_group)
 app.add_command(stats)
 

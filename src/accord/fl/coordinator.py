@@ -209,18 +209,20 @@ class Coordinator:
             )  # fmt: skip
             self.params = self.strategy.server_step(self.params, mean_delta, updates)
             # Who was sampled stays with the trusted coordinator: the amplification by
-            # sampling that the epsilon credits holds only if recipients never learn it.
-            record["sampled"] = None
+            # sampling that the epsilon credits holds only if recipients never learn it, nor
+            # how many (the bytes count them) nor who failed (only a sampled party can).
+            record.update({"sampled": None, "refused": None, "bytes_down": None,
+                           "bytes_up": None})  # fmt: skip
         else:
             self.params = self.strategy.aggregate(round_number, self.params, updates)
-            record["sampled"] = [r.sender for r in replies]
+            record.update({
+                "sampled": [r.sender for r in replies],
+                "refused": dict(exchange.failed),
+                "bytes_down": exchange.bytes_down,
+                "bytes_up": exchange.bytes_up,
+            })  # fmt: skip
         seconds["aggregate"] = time.perf_counter() - tick
-        record.update({
-            "train_loss": released_train_loss(replies),
-            "refused": dict(exchange.failed),
-            "bytes_down": exchange.bytes_down,
-            "bytes_up": exchange.bytes_up,
-        })  # fmt: skip
+        record["train_loss"] = released_train_loss(replies)
         if round_number % job.evaluation.every == 0 or round_number == job.job.rounds:
             tick = time.perf_counter()
             record.update(self.evaluate(round_number, self.params))

@@ -32,11 +32,11 @@ from accord.fl.messages import (
 )
 from accord.fl.node_home import NodeHome
 from accord.fl.node_privacy import (
-    TEST_DATASET,
     TRAIN_DATASET,
     ClientDpNodePlan,
     DpSgdNodePlan,
     NodeDpPlan,
+    metrics_dataset,
 )
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
@@ -214,11 +214,8 @@ class Node:
         return self._release_update(request, tensors, scalars, plan)
 
     def _metrics_dataset(self) -> str:
-        """The test split is its own dataset only where node.toml declares it ("test")."""
         privacy = self.gate.privacy
-        if privacy is not None and privacy.settings.caps_for(TEST_DATASET):
-            return TEST_DATASET
-        return TRAIN_DATASET
+        return TRAIN_DATASET if privacy is None else metrics_dataset(privacy.settings)
 
     def _shuffle_rng(self, round_number: int) -> np.random.Generator | None:
         cfg = self.config

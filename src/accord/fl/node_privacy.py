@@ -20,7 +20,7 @@ from accord.errors import InputError, RefusedError
 from accord.fl.gate import JOB_CHARGE_ROUND
 from accord.job import Job
 from accord.privacy.accounting import Accountant
-from accord.privacy.caps import Cap, NodePrivacySettings
+from accord.privacy.caps import NodePrivacySettings
 from accord.privacy.events import Adversary
 
 if TYPE_CHECKING:
@@ -95,16 +95,25 @@ def plan_node_privacy(
     # The node, not the job, says which of its datasets training reads: a job cannot
     # choose a name that has no cap.
     caps = settings.caps_for(TRAIN_DATASET)
+    plan: NodeDpPlan | None = None
     if not privacy.enabled:
         if caps:
             raise RefusedError(
                 f"party {party!r}: dataset {TRAIN_DATASET!r} is capped in node.toml "
                 f"({caps[0].describe()}) and this job has no differential privacy "
-                '(privacy.mode = "none"); run it with privacy.mode = "dpsgd"'
+                '(privacy.mode = "none"); run it with privacy.mode = "dpsgd" (or "dpfedavg", '
+                'where the cap trusts the coordinator: adversary = "recipients_only")'
             )
-        return None
-    if privacy.client_level:
-        return _plan_client_dp(job, run_key, num_parties, caps, ledger)
+    elif privacy.client_level:
+        plan = _plan_client_dp(job, num_parties)
+    else:
+        plan = _plan_dpsgd(job, rows)
+    if ledger is not None:
+        _check_plan_against_caps(job, run_key, plan, settings, ledger)
+    return plan
+
+
+def _plan_dpsgd(job: Job, rows: int) -> DpSgdNodePlan:
     from accord.privacy.accounting import calibrate_noise, dpsgd_event
 
     if job.strategy.name in ("fedprox", "scaffold"):
@@ -113,6 +122,7 @@ def plan_node_privacy(
             "not part of the private gradient; use fedavg, fedavgm, fedadam, fedyogi or fedadagrad"
         )
 
+    privacy = job.privacy
     sample_rate = min(1.0, job.training.batch_size / rows)
     steps = steps_per_round(job, rows)
     if privacy.noise_multiplier is not None:
@@ -123,7 +133,7 @@ def plan_node_privacy(
             privacy.target_epsilon, privacy.delta, sample_rate, steps * job.job.rounds,
             privacy.accountant,
         )  # fmt: skip
-    plan = DpSgdNodePlan(
+    return DpSgdNodePlan(
         dataset=TRAIN_DATASET,
         noise_multiplier=sigma,
         clip_norm=privacy.clip_norm,
@@ -134,21 +144,9 @@ def plan_node_privacy(
         adversary=Adversary.COORDINATOR_AND_RECIPIENTS,
         delta=privacy.delta,
     )
-    if ledger is not None and caps:
-        # On resume, rounds this job already charged are in the ledger: plan the rest.
-        charged = {c.round for c in ledger.charges(run_key) if c.release_kind == "update"}
-        remaining = job.job.rounds - len(charged)
-        fits, why = ledger.plan_fits(
-            plan.dataset, [plan.round_event] * remaining, plan.adversary, caps
-        )
-        if not fits:
-            raise RefusedError(why)
-    return plan
 
 
-def _plan_client_dp(
-    job: Job, run_key: str, num_parties: int, caps: Sequence[Cap], ledger: PrivacyLedger | None
-) -> ClientDpNodePlan:
+def _plan_client_dp(job: Job, num_parties: int) -> ClientDpNodePlan:
     from accord.privacy.client_dp import client_dp_settings
 
     if job.strategy.name == "scaffold":
@@ -158,7 +156,7 @@ def _plan_client_dp(
             "fedyogi or fedadagrad"
         )
     settings = client_dp_settings(job, num_parties)
-    plan = ClientDpNodePlan(
+    return ClientDpNodePlan(
         dataset=TRAIN_DATASET,
         settings=settings,
         round_event=settings.record_event(),
@@ -166,16 +164,56 @@ def _plan_client_dp(
         adversary=Adversary.RECIPIENTS_ONLY,
         delta=job.privacy.delta,
     )
-    already_paid = ledger is not None and any(
-        c.round == JOB_CHARGE_ROUND for c in ledger.charges(run_key)
-    )
-    if ledger is not None and caps and not already_paid:
-        fits, why = ledger.plan_fits(
-            plan.dataset, [plan.round_event] * settings.rounds, plan.adversary, caps
+
+
+def metrics_dataset(settings: NodePrivacySettings) -> str:
+    """The test split is its own dataset only where node.toml declares it ("test")."""
+    return TEST_DATASET if settings.caps_for(TEST_DATASET) else TRAIN_DATASET
+
+
+def evaluation_rounds(job: Job) -> list[int]:
+    """The rounds after which nodes release metrics (every N rounds, and the last)."""
+    if not job.evaluation.federated:
+        return []
+    last = job.job.rounds
+    return [r for r in range(1, last + 1) if r % job.evaluation.every == 0 or r == last]
+
+
+def _check_plan_against_caps(
+    job: Job,
+    run_key: str,
+    plan: NodeDpPlan | None,
+    settings: NodePrivacySettings,
+    ledger: PrivacyLedger,
+) -> None:
+    """Refuse the job if what it will still release (updates, noisy metrics) would take
+    any dataset over a cap. On resume, what this run already charged is in the ledger and
+    counts there: only the rest is planned."""
+    charges = ledger.charges(run_key)
+    planned: dict[str, list[tuple[DpEvent, Adversary]]] = {}
+    if isinstance(plan, DpSgdNodePlan):
+        charged = {c.round for c in charges if c.release_kind == "update"}
+        remaining = job.job.rounds - len(charged)
+        planned[plan.dataset] = [(plan.round_event, plan.adversary)] * remaining
+    elif isinstance(plan, ClientDpNodePlan) and not any(
+        c.round == JOB_CHARGE_ROUND for c in charges
+    ):
+        planned[plan.dataset] = [(plan.round_event, plan.adversary)] * plan.settings.rounds
+    epsilon = job.evaluation.dp_epsilon
+    if epsilon is not None:
+        from accord.privacy.dp_metrics import metrics_event
+
+        done = {c.round for c in charges if c.release_kind == "metrics"}
+        rounds = [r for r in evaluation_rounds(job) if r not in done]
+        planned.setdefault(metrics_dataset(settings), []).extend(
+            [(metrics_event(epsilon), Adversary.COORDINATOR_AND_RECIPIENTS)] * len(rounds)
         )
-        if not fits:
-            raise RefusedError(why)
-    return plan
+    for dataset, releases in planned.items():
+        caps = settings.caps_for(dataset)
+        if releases and caps:
+            fits, why = ledger.plan_fits(dataset, releases, caps)
+            if not fits:
+                raise RefusedError(why)
 
 
 def job_epsilon(plan: DpSgdNodePlan, rounds: int, accountant: Accountant) -> float:

@@ -99,11 +99,8 @@ class ClientDpSettings:
 def client_dp_settings(job: Job, num_parties: int) -> ClientDpSettings:
     """The job's DP-FedAvg settings; refuses a job whose settings cannot be honoured."""
     privacy, sampling = job.privacy, job.sampling
-    if sampling.mode == "count":
-        raise JobFileError(
-            'privacy.mode = "dpfedavg" needs Poisson client sampling (its accounting assumes '
-            'it): use sampling.mode = "poisson" with sampling.rate, or "all"'
-        )
+    # The job file's validation refuses sampling.mode = "count" in a DP-FedAvg job.
+    assert sampling.mode != "count", "DP-FedAvg's accounting assumes Poisson sampling"
     sample_rate = 1.0 if sampling.mode == "all" else float(sampling.rate or 0.0)
     rounds = job.job.rounds
     if privacy.noise_multiplier is not None:

@@ -260,26 +260,29 @@ class PrivacyLedger:
     def plan_fits(
         self,
         dataset: str,
-        planned_events: Sequence[DpEvent],
-        adversary: Adversary | str,
+        planned: Sequence[tuple[DpEvent, Adversary | str]],
         caps: Sequence[Cap],
     ) -> tuple[bool, str]:
-        """Would a job's whole plan fit every cap, given what is already spent?
+        """Would a job's whole plan, its releases as (event, adversary), fit every cap,
+        given what is already spent?
 
         Call it when a job is accepted, before any record is read for training. The
         answer's text is one line: what fits, or (refused) the party, dataset, cap, spent
         and planned epsilon.
         """
         _check_caps(dataset, caps)
-        adversary = Adversary(adversary)
+        releases = [(event, Adversary(adversary)) for event, adversary in planned]
+        # A coordinator-noised release is what makes a plan infinite against a cap that
+        # does not trust the coordinator: name it when the plan has one.
+        central = any(a is Adversary.RECIPIENTS_ONLY for _, a in releases)
+        adversary = Adversary.RECIPIENTS_ONLY if central else Adversary.COORDINATOR_AND_RECIPIENTS
         with self._reading() as conn:
             stored = self._rows(conn, *_of(dataset))
-        planned = [(event, adversary) for event in planned_events]
-        accountant = accountant_for_events([c.event for c in stored] + list(planned_events))
+        accountant = accountant_for_events([c.event for c in stored] + [e for e, _ in releases])
         parts: list[str] = []
         for cap in caps:
             counted = _counted(stored, cap)
-            after = composed_epsilon(counted + count_against(planned, cap), cap.delta, accountant)
+            after = composed_epsilon(counted + count_against(releases, cap), cap.delta, accountant)
             if not after <= cap.epsilon:
                 before = composed_epsilon(counted, cap.delta, accountant)
                 return False, (

@@ -92,11 +92,15 @@ def summary_lines(
                 f"{last_eval['server_test']['accuracy']:.4f}",
             )
         )
-    total_bytes = sum(
-        r["bytes_down"] + r["bytes_up"] + r.get("eval_bytes_down", 0) + r.get("eval_bytes_up", 0)
-        for r in records
-    )
-    rows.append(("bytes that would cross the network", f"{total_bytes:,}"))
+    if all(r["bytes_down"] is not None for r in records):
+        total_bytes = sum(
+            r["bytes_down"] + r["bytes_up"] + r.get("eval_bytes_down", 0)
+            + r.get("eval_bytes_up", 0)
+            for r in records
+        )  # fmt: skip
+        rows.append(("bytes that would cross the network", f"{total_bytes:,}"))
+    else:  # DP-FedAvg: the bytes would count the sampled parties
+        rows.append(("bytes that would cross the network", "not recorded (DP-FedAvg)"))
     return rows
 
 
@@ -134,11 +138,12 @@ def render_report(
         train_loss = r.get("train_loss")
         # A DP-FedAvg run does not record who was sampled (hidden from recipients).
         parties = "hidden" if r["sampled"] is None else str(len(r["sampled"]))
+        bytes_cell = "hidden" if r["bytes_down"] is None else f"{r['bytes_down'] + r['bytes_up']:,}"
         parts.append(
             f"<tr><td>{r['round']}</td><td>{parties}</td>"
             f"<td>{_fmt('–' if train_loss is None else train_loss)}</td>"
             f"<td>{_fmt(fed.get('loss', '–'))}</td><td>{_fmt(fed.get('accuracy', '–'))}</td>"
-            f"<td>{r['bytes_down'] + r['bytes_up']:,}</td><td>{seconds:.3f}</td></tr>"
+            f"<td>{bytes_cell}</td><td>{seconds:.3f}</td></tr>"
         )
     parts.append(
         "</table><p class='note'>Test metrics are sample-weighted over the parties' own test "

@@ -69,10 +69,18 @@ def epsilon_plot(summary: dict[str, Any]) -> bytes:
 
 
 PRIVACY_HEADER = (
-    "party", "epsilon (record-level)", "epsilon (party-level)", "of which metrics",
+    "party", "epsilon (record-level)", "epsilon (party-level)", "metrics epsilon (dataset)",
     "holds against", "delta",
     "noise multiplier", "clip norm", "accountant", "rounds charged", "not covered by epsilon",
 )  # fmt: skip
+
+
+def _noise_multiplier(figures: dict[str, Any]) -> str:
+    """z; for DP-FedAvg also the record-level z / 2 that the ledger's epsilon uses."""
+    text = f"{figures['noise_multiplier']:.4g}"
+    if "party_epsilon" in figures:
+        text += f" (record-level {figures['noise_multiplier'] / 2:.4g})"
+    return text
 
 
 def privacy_rows(summary: dict[str, Any]) -> list[list[str]]:
@@ -88,7 +96,7 @@ def privacy_rows(summary: dict[str, Any]) -> list[list[str]]:
             "–" if party_epsilon is None else f"{party_epsilon:.4f}",
             "–" if metrics_epsilon is None else f"{metrics_epsilon:.4f} ({f['metrics_dataset']})",
             ADVERSARY_WORDS.get(f["adversary"], f["adversary"]),
-            f"{summary['delta']:g}", f"{f['noise_multiplier']:.4g}", f"{summary['clip_norm']:g}",
+            f"{summary['delta']:g}", _noise_multiplier(f), f"{summary['clip_norm']:g}",
             f["accountant"], str(f["rounds_charged"]),
             ", ".join(f.get("not_covered_by_epsilon", [])) or "none",
         ])  # fmt: skip

@@ -1,0 +1,48 @@
+"""Governance: party identities and the roster (agreements and the audit log come later).
+
+Public API:
+
+* :class:`PartyIdentity`, :func:`generate_identity`, :func:`load_identity`,
+  :func:`node_identity`, :func:`write_identity_files`, :func:`write_node_identity`
+* :func:`public_key_line`, :func:`parse_public_key_line`, :func:`read_public_key_file`,
+  :func:`fingerprint`, :func:`verify_signature`, :func:`check_party_name`
+* :class:`Roster`, :func:`load_roster`, :func:`parse_roster`
+"""
+
+from __future__ import annotations
+
+from accord.governance.identity import (
+    PartyIdentity,
+    Roster,
+    check_party_name,
+    fingerprint,
+    generate_identity,
+    load_identity,
+    load_roster,
+    node_identity,
+    parse_public_key_line,
+    parse_roster,
+    public_key_line,
+    read_public_key_file,
+    verify_signature,
+    write_identity_files,
+    write_node_identity,
+)
+
+__all__ = [
+    "PartyIdentity",
+    "Roster",
+    "check_party_name",
+    "fingerprint",
+    "generate_identity",
+    "load_identity",
+    "load_roster",
+    "node_identity",
+    "parse_public_key_line",
+    "parse_roster",
+    "public_key_line",
+    "read_public_key_file",
+    "verify_signature",
+    "write_identity_files",
+    "write_node_identity",
+]

@@ -7,12 +7,16 @@ from pathlib import Path
 import click
 
 
-@click.group(help="Party identity keys: Ed25519, one per party (see docs/guides/identities.md).")
+@click.group(
+    short_help="Party identity keys (Ed25519) and the roster.",
+    help="Party identity keys: Ed25519, one per party, and the roster of the parties' public "
+    "keys (see docs/guides/identities.md).",
+)
 def keys() -> None:
     pass
 
 
-@keys.command()
+@keys.command(short_help="Create party NAME's identity key.")
 @click.argument("name")
 @click.option(
     "--out",
@@ -39,6 +43,7 @@ def new(name: str, out: Path | None, node_home: Path | None) -> None:
         write_identity_files,
         write_node_identity,
     )
+    from accord.governance.roster import roster_entry
 
     if out is not None and node_home is not None:
         raise InputError("give --out or --node-home, not both")
@@ -55,10 +60,10 @@ def new(name: str, out: Path | None, node_home: Path | None) -> None:
     print(identity.public_key_line)
     print(f"fingerprint: {identity.fingerprint}")
     print(wrote)
-    print(f'roster line (under [parties]): {identity.name} = "{identity.public_key_line}"')
+    print(f"roster line (under [parties]): {roster_entry(identity.name, identity.public_key)}")
 
 
-@keys.command()
+@keys.command(short_help="Print the public key line and fingerprint of a key file.")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def show(file: Path) -> None:
     """Print the public key line and fingerprint of FILE (a .key or a .pub file)."""
@@ -82,3 +87,25 @@ def show(file: Path) -> None:
         public_key = read_public_key_file(file)
     print(public_key_line(public_key))
     print(f"fingerprint: {fingerprint(public_key)}")
+
+
+@keys.command(short_help="Check a node's roster.toml and list its parties' fingerprints.")
+@click.option(
+    "--node-home",
+    "node_home",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The node home whose roster.toml to read.",
+)
+def roster(node_home: Path) -> None:
+    """Read NODE_HOME/roster.toml with every check a node makes; print each party's
+    fingerprint, to compare with the other parties over a second channel."""
+    from accord.errors import InputError
+    from accord.governance.roster import load_roster
+
+    if not node_home.is_dir():
+        raise InputError(f"{node_home}: node home not found (give an existing --node-home)")
+    parties = load_roster(node_home)
+    width = max(len(party) for party in parties)
+    for party in parties:
+        print(f"{party:<{width}}  {parties.fingerprint(party)}")

@@ -5,29 +5,29 @@ Public API:
 * :class:`PartyIdentity`, :func:`generate_identity`, :func:`load_identity`,
   :func:`node_identity`, :func:`write_identity_files`, :func:`write_node_identity`
 * :func:`public_key_line`, :func:`parse_public_key_line`, :func:`read_public_key_file`,
-  :func:`fingerprint`, :func:`verify_signature`, :func:`check_party_name`
-* :class:`Roster`, :func:`load_roster`, :func:`parse_roster`
+  :func:`load_private_key`, :func:`fingerprint`, :func:`verify_signature`,
+  :func:`check_party_name`
+* :class:`Roster`, :func:`load_roster`, :func:`parse_roster`, :func:`roster_entry`
 """
 
 from __future__ import annotations
 
 from accord.governance.identity import (
     PartyIdentity,
-    Roster,
     check_party_name,
     fingerprint,
     generate_identity,
     load_identity,
-    load_roster,
+    load_private_key,
     node_identity,
     parse_public_key_line,
-    parse_roster,
     public_key_line,
     read_public_key_file,
     verify_signature,
     write_identity_files,
     write_node_identity,
 )
+from accord.governance.roster import Roster, load_roster, parse_roster, roster_entry
 
 __all__ = [
     "PartyIdentity",
@@ -36,12 +36,14 @@ __all__ = [
     "fingerprint",
     "generate_identity",
     "load_identity",
+    "load_private_key",
     "load_roster",
     "node_identity",
     "parse_public_key_line",
     "parse_roster",
     "public_key_line",
     "read_public_key_file",
+    "roster_entry",
     "verify_signature",
     "write_identity_files",
     "write_node_identity",

@@ -1,15 +1,11 @@
-"""Party identities: each party's long-term Ed25519 key, and the roster that names them all.
+"""Party identities: each party's long-term Ed25519 key, its files and its text forms.
 
-Files (see ``docs/guides/identities.md``):
+Files (see ``docs/guides/identities.md``; the roster is :mod:`accord.governance.roster`):
 
 * ``NAME.key``: the private key, PKCS8 PEM, unencrypted, mode 0600. In a node home it is
   ``secrets/identity.key`` (the folder 0700). A key file that others can read is refused.
 * ``NAME.pub``: one line, ``ed25519:<base64 of the 32 raw public-key bytes>``. It is what
   a party sends to the others, out of band.
-* ``roster.toml`` in each node home: party name -> public key line, under ``[parties]``.
-  Every node reads its roster from its own home, never from the coordinator. Unknown keys,
-  bad names, bad key lines and one key under two names are refused; a roster that others
-  may write is refused (whoever can write it can impersonate any party).
 
 A fingerprint is for people comparing keys by phone or on paper: the first 16 hex digits
 (64 bits) of the SHA-256 of the raw public key, in groups of four. Rosters store the whole
@@ -23,22 +19,19 @@ import binascii
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from accord.config_errors import read_toml, validation_line
-from accord.errors import InputError, RefusedError
+from accord.config_errors import read_toml
+from accord.errors import InputError
 from accord.fileio import fsync_dir
 
 PARTY_NAME_PATTERN = r"[A-Za-z0-9._-]{1,64}"
 KEY_PREFIX = "ed25519:"
-ROSTER_FILE = "roster.toml"
 NODE_FILE = "node.toml"
 NODE_IDENTITY_FILE = Path("secrets") / "identity.key"
 KEY_SUFFIX = ".key"
@@ -295,7 +288,7 @@ def node_identity(home: Path, party: str) -> PartyIdentity:
     return load_identity(path, party)
 
 
-def _home_party(home: Path) -> str | None:
+def home_party(home: Path) -> str | None:
     """The ``party`` line of ``home/node.toml`` (None without the file or the line)."""
     path = home / NODE_FILE
     try:
@@ -309,130 +302,8 @@ def _home_party(home: Path) -> str | None:
 
 
 def _check_home_party(home: Path, party: str) -> None:
-    owner = _home_party(home)
+    owner = home_party(home)
     if owner is not None and owner != party:
         raise InputError(
             f"{home / NODE_FILE}: this node home belongs to party {owner!r}, not {party!r}"
         )
-
-
-# --- the roster --------------------------------------------------------------------------------
-
-
-class _RosterFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    parties: dict[str, str]
-
-
-class Roster(Mapping[str, Ed25519PublicKey]):
-    """Party name -> Ed25519 public key, as the node's own ``roster.toml`` lists them."""
-
-    def __init__(self, parties: Mapping[str, Ed25519PublicKey], path: Path | None = None) -> None:
-        self._parties = dict(parties)
-        self.path = path
-
-    def __getitem__(self, party: str) -> Ed25519PublicKey:
-        return self._parties[party]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._parties)
-
-    def __len__(self) -> int:
-        return len(self._parties)
-
-    def __repr__(self) -> str:
-        return f"Roster({', '.join(self._parties)})"
-
-    def fingerprint(self, party: str) -> str:
-        return fingerprint(self._parties[party])
-
-    def party_of(self, public_key: Ed25519PublicKey) -> str | None:
-        """The party whose key is ``public_key``, or None."""
-        raw = raw_public_bytes(public_key)
-        return next((p for p, k in self._parties.items() if raw_public_bytes(k) == raw), None)
-
-    def verify(self, party: str, signature: bytes, data: bytes) -> None:
-        """Refuse (``RefusedError``) unless ``signature`` is ``party``'s signature of ``data``."""
-        key = self._parties.get(party)
-        if key is None:
-            raise RefusedError(f"party {party!r} is not in the roster ({self._where()})")
-        if not verify_signature(key, signature, data):
-            raise RefusedError(
-                f"the signature is not party {party!r}'s (key {fingerprint(key)} in "
-                f"{self._where()})"
-            )
-
-    def _where(self) -> str:
-        return str(self.path) if self.path is not None else ROSTER_FILE
-
-
-def parse_roster(raw: Mapping[str, object], where: str = ROSTER_FILE) -> Roster:
-    """A roster from the parsed TOML of a roster file (refusals name ``where``)."""
-    try:
-        parsed = _RosterFile.model_validate(raw)
-    except ValidationError as exc:
-        raise InputError(f"{where}: {validation_line(exc, _RosterFile)}") from None
-    if not parsed.parties:
-        raise InputError(f"{where}: [parties] lists no party")
-    parties: dict[str, Ed25519PublicKey] = {}
-    by_folded_name: dict[str, str] = {}
-    by_key: dict[bytes, str] = {}
-    for name, line in parsed.parties.items():
-        try:
-            check_party_name(name)
-        except InputError as exc:
-            raise InputError(f"{where}: parties: {exc}") from None
-        other = by_folded_name.setdefault(name.casefold(), name)
-        if other != name:
-            raise InputError(
-                f"{where}: parties: {other!r} and {name!r} differ only in case; party names "
-                "must be distinct without it"
-            )
-        key = parse_public_key_line(line, where=f"{where}: parties.{name}")
-        raw_key = raw_public_bytes(key)
-        holder = by_key.setdefault(raw_key, name)
-        if holder != name:
-            raise InputError(
-                f"{where}: parties {holder!r} and {name!r} have the same public key; each "
-                "party needs its own"
-            )
-        parties[name] = key
-    return Roster(parties, Path(where))
-
-
-def load_roster(home: Path) -> Roster:
-    """The roster of the node whose home is ``home``: ``home/roster.toml``.
-
-    When ``node.toml`` names the home's party, that party has an identity key in the home
-    and the roster lists it, the roster's key must be the identity's: a mismatch means the
-    others would check this party's signatures against a key it does not hold.
-    """
-    path = home / ROSTER_FILE
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        raise InputError(
-            f"{path}: no roster in this node home; write one from the parties' public key "
-            "lines (see docs/guides/identities.md)"
-        ) from None
-    if mode & 0o022:
-        raise InputError(
-            f"{path}: others may write the roster (mode {mode:o}), and so replace a party's "
-            f"key; run `chmod 644 {path}`"
-        )
-    try:
-        raw = read_toml(path, InputError, "roster")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no roster in this node home") from None
-    roster = parse_roster(raw, str(path))
-    own = _home_party(home)
-    if own is not None and own in roster and node_identity_path(home).exists():
-        identity = node_identity(home, own)
-        if raw_public_bytes(identity.public_key) != raw_public_bytes(roster[own]):
-            raise InputError(
-                f"{path}: parties.{own}: this is not the key of this node's own identity "
-                f"({node_identity_path(home)}, fingerprint {identity.fingerprint}; the "
-                f"roster has {roster.fingerprint(own)}); fix the roster line"
-            )
-    return roster

@@ -50,7 +50,9 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ensure_fashion_mnist, log
 from accord.data.idx import load_idx_images_labels
+from accord.job import load_job
 from accord.models.flat import FlatModel
+from accord.models.task_code import load_task
 from accord.privacy.dpsgd import DpSgdPlan, retain_heap, train_dpsgd
 from accord.secure_random import SecureGenerator
 
@@ -59,23 +61,20 @@ LR = 0.5  # a usual DP-SGD rate for this model; speed does not depend on it
 NOISE_MULTIPLIER = 1.0
 CLIP_NORM = 1.0
 QUICK_SUBSET = 5120
+TASK_JOB = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist_dp" / "job.toml"
 HEAP_PAD = 80 * 2**20  # what train_dpsgd asks for on this model (3 per-sample matrices)
 
 
 def tramer_boneh_cnn() -> nn.Module:
-    """Tramer & Boneh's end-to-end CNN for 28x28 grey images, 10 classes."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 8, stride=2, padding=3),  # 28 -> 14
-        nn.Tanh(),
-        nn.MaxPool2d(2, 1),  # 14 -> 13
-        nn.Conv2d(16, 32, 4, stride=2),  # 13 -> 5
-        nn.Tanh(),
-        nn.MaxPool2d(2, 1),  # 5 -> 4
-        nn.Flatten(),
-        nn.Linear(32 * 4 * 4, 32),
-        nn.Tanh(),
-        nn.Linear(32, 10),
-    )
+    """Tramer & Boneh's end-to-end CNN for 28x28 grey images, 10 classes: the one defined in
+    examples/fashion_mnist_dp/task, loaded as a node loads it (hash-checked), without its
+    leading fixed input rescaling (the speed comparison times the CNN alone)."""
+    job = load_job(TASK_JOB)
+    assert job.model.task_dir is not None and job.model.task_hash is not None
+    task = load_task(TASK_JOB.parent / job.model.task_dir, job.model.task_hash)
+    model = task.build_model((1, 28, 28), 10)
+    assert isinstance(model, nn.Sequential)
+    return model[1:]
 
 
 def check_shapes(model: nn.Module) -> None:

@@ -16,6 +16,19 @@ class                     exit  meaning
 ``GateBypassError``       1     something tried to send bytes that the release gate
                                 did not produce (a bug in the caller, never allowed)
 ``TransportError``        1     the transport could not deliver a message
+``SecAggParameterError``  2     secure-aggregation settings that cannot give the stated
+                                security or dropout tolerance (corrupt/dropout fractions,
+                                too few parties)
+``SecAggAbortedError``    3     a secure-aggregation round stopped safely: nothing about
+                                any single party's input was revealed
+``SecAggTooFewError``     3     too few parties, shares or signatures remained for a
+                                secure-aggregation stage
+``SecAggTamperError``     3     a secure-aggregation check that an honest coordinator and
+                                honest parties never fail: a bad signature, a different
+                                model hash, inconsistent lists, a replayed or altered
+                                message
+``EnvelopeError``         3     an end-to-end envelope failed authentication or names a
+                                different sender, recipient, job or round
 ========================  ====  ==========================================================
 
 Messages name the file or field at fault and what to do about it.
@@ -64,3 +77,28 @@ class GateBypassError(AccordError):
 
 class TransportError(AccordError):
     """A message could not be delivered."""
+
+
+class SecAggParameterError(InputError):
+    """Secure-aggregation settings that cannot give the stated security or dropout tolerance."""
+
+
+class SecAggAbortedError(RefusedError):
+    """A secure-aggregation round stopped safely, before revealing anything about one input.
+
+    Raised by a party that refuses to continue and by the coordinator's side when a stage
+    cannot complete. Every subclass means the same for privacy: the party (or the
+    coordinator's result) released nothing beyond what earlier stages had released.
+    """
+
+
+class SecAggTooFewError(SecAggAbortedError):
+    """Too few parties, shares or signatures remained for a secure-aggregation stage."""
+
+
+class SecAggTamperError(SecAggAbortedError):
+    """A check failed that an honest coordinator relaying honest parties' messages never fails."""
+
+
+class EnvelopeError(SecAggTamperError):
+    """An envelope failed authentication, or names another sender, recipient, job or round."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from accord.cli.budget import budget
+from accord.cli.encrypted import encrypted
 from accord.cli.errors import run_guarded
 from accord.cli.keys import keys
 from accord.cli.privacy import privacy_group
@@ -101,6 +102,7 @@ def task_hash(task_dir: Path) -> None:
 
 
 app.add_command(budget)
+app.add_command(encrypted)
 app.add_command(keys)
 app.add_command(privacy_group)
 app.add_command(stats)

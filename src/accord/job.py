@@ -17,6 +17,7 @@ from accord.config_errors import read_toml, validation_line
 from accord.data.config import DataConfig
 from accord.errors import JobFileError
 from accord.privacy.config import PrivacyConfig
+from accord.protect.config import ProtectionConfig
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -155,6 +156,7 @@ class Job(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    protection: ProtectionConfig = Field(default_factory=ProtectionConfig)
     nodes: dict[str, NodeSettings] = Field(default_factory=dict)
     """Per-party node settings in simulation, e.g. ``[nodes.cleveland] home = "..."``."""
 

@@ -7,13 +7,13 @@ order (the roster's), never arrival order, so results do not depend on timing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from accord.errors import TooFewPartiesError
+from accord.errors import InputError, TooFewPartiesError
 from accord.fl.messages import EvaluateRequest, Release, TrainRequest
 from accord.fl.run_dir import Checkpoint, RunDir
 from accord.fl.strategies.base import ClientUpdate, Strategy
@@ -27,6 +27,9 @@ from accord.privacy.client_dp import (
 from accord.secure_random import SecureGenerator
 from accord.seeds import SeedTag, seeded
 from accord.transport.base import Transport
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 _CLIENT_DP = "client_dp."  # prefix of the DP-FedAvg state in the checkpoint
 
@@ -72,6 +75,7 @@ class Coordinator:
         initial_params: torch.Tensor,
         run_dir: RunDir | None = None,
         server_evaluator: ServerEvaluator | None = None,
+        roster_keys: Mapping[str, Ed25519PublicKey] | None = None,
     ) -> None:
         self.job = job
         self.job_id = job_id
@@ -83,6 +87,11 @@ class Coordinator:
         self.server_evaluator = server_evaluator
         self.records: list[dict[str, Any]] = []
         self.completed_rounds = 0
+        # Secure aggregation checks every party's signatures with the coordinator's own
+        # copy of the roster's public keys.
+        self.roster_keys = dict(roster_keys or {})
+        if job.protection.enabled and set(self.roster_keys) != set(self.parties):
+            raise InputError("secure aggregation needs every party's public key in the roster")
         # A DP job's sampling and central noise come from the coordinator's own secure
         # generator (a fresh key, never the job seed: whoever holds the job file could
         # otherwise tell who was sampled, or subtract the noise).
@@ -180,6 +189,8 @@ class Coordinator:
         extras = self.strategy.configure_round(round_number, self.params)
         clip_norm = self.client_dp.clip_norm if self.client_dp is not None else None
         request = TrainRequest(self.job_id, round_number, self.params, lr, extras, clip_norm)
+        if self.job.protection.enabled:
+            return self._secure_round(round_number, lr, sampled, request, seconds, tick)
         exchange = self.transport.exchange({party: request for party in sampled})
         seconds["train"] = time.perf_counter() - tick
         replies = [exchange.replies[p] for p in sampled if p in exchange.replies]
@@ -223,12 +234,61 @@ class Coordinator:
             })  # fmt: skip
         seconds["aggregate"] = time.perf_counter() - tick
         record["train_loss"] = released_train_loss(replies)
-        if round_number % job.evaluation.every == 0 or round_number == job.job.rounds:
+        return self._evaluate_if_due(round_number, record, seconds)
+
+    def _evaluate_if_due(
+        self, round_number: int, record: dict[str, Any], seconds: dict[str, float]
+    ) -> dict[str, Any]:
+        """Evaluate every ``evaluation.every`` rounds and after the last; close the record."""
+        if round_number % self.job.evaluation.every == 0 or round_number == self.job.job.rounds:
             tick = time.perf_counter()
             record.update(self.evaluate(round_number, self.params))
             seconds["evaluate"] = time.perf_counter() - tick
         record["seconds"] = seconds
         return record
+
+    def _secure_round(
+        self,
+        round_number: int,
+        lr: float,
+        sampled: list[str],
+        request: TrainRequest,
+        seconds: dict[str, float],
+        tick: float,
+    ) -> dict[str, Any]:
+        """A round under secure aggregation: the coordinator learns only the sum of the
+        survivors' updates, every party weighted equally (a row count would need its own
+        release), and steps the strategy with their mean."""
+        from accord.fl.secure_round import secure_sum
+
+        outcome = secure_sum(
+            self.transport, self.job, self.job_id, round_number, self.parties,
+            self.roster_keys, self.params, {party: request for party in sampled},
+        )  # fmt: skip
+        seconds["train_and_protocol"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        total = torch.from_numpy(outcome.total)
+        record: dict[str, Any] = {"round": round_number, "lr": lr}
+        if self.client_dp is not None:
+            record["clip_norm"] = self.client_dp.clip_norm
+            # Each node clipped its own update; the sum arrives without the individual ones.
+            mean_delta = self.client_dp.noisy_mean_of_sum(total, 0.0, self.params.dtype)
+            record.update({"sampled": None, "refused": None, "bytes_down": None,
+                           "bytes_up": None})  # fmt: skip
+        else:
+            mean_delta = (total / len(outcome.survivors)).to(self.params.dtype)
+            record.update({
+                "sampled": list(outcome.survivors), "refused": outcome.failed,
+                "bytes_down": outcome.bytes_down, "bytes_up": outcome.bytes_up,
+            })  # fmt: skip
+        self.params = self.strategy.server_step(self.params, mean_delta, [])
+        seconds["aggregate"] = time.perf_counter() - tick
+        record.update({
+            "train_loss": None,
+            "protection": "secagg",
+            "quantization_error_bound": outcome.error_bound,
+        })  # fmt: skip
+        return self._evaluate_if_due(round_number, record, seconds)
 
     def evaluate(self, round_number: int, params: torch.Tensor) -> dict[str, Any]:
         """Federated evaluation on every party's own test split (and the server set)."""

@@ -37,7 +37,32 @@ _ALLOWED_CONTENT: Mapping[ReleaseKind, tuple[frozenset[str], frozenset[str]]] = 
     ReleaseKind.METRICS: (frozenset(), frozenset({"num_examples", "loss", "accuracy"})),
     ReleaseKind.ROW_COUNT: (frozenset(), frozenset({"num_examples"})),
     ReleaseKind.LABEL_HISTOGRAM: (frozenset({"histogram"}), frozenset()),
+    ReleaseKind.PROTOCOL: (frozenset(), frozenset()),
 }
+
+
+def _payload_types(kind: ReleaseKind) -> tuple[type, ...]:
+    """The secure-aggregation messages a release of ``kind`` may carry (none: no payload).
+
+    A masked update is the update itself (charged as one); every other protocol message
+    holds keys, commitments, encrypted shares or signatures, nothing derived from data.
+    """
+    if kind is ReleaseKind.UPDATE:
+        from accord.protect.messages import MaskedInput
+
+        return (MaskedInput,)
+    if kind is ReleaseKind.PROTOCOL:
+        from accord.protect import messages
+
+        return (messages.Advertisement, messages.Confirmation, messages.KeyShares,
+                messages.SurvivorSignature, messages.UnmaskResponse)  # fmt: skip
+    return ()
+
+
+def _payload_sender(payload: object) -> str | None:
+    """The party a protocol message says it is from (its ``sender`` or ``party`` field)."""
+    sender = getattr(payload, "sender", None) or getattr(payload, "party", None)
+    return sender if isinstance(sender, str) else None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -145,8 +170,18 @@ class ReleaseGate:
         return round_number == JOB_CHARGE_ROUND and stored_kind == kind.value
 
     def release(self, release: Release) -> SealedRelease:
-        """Check ``release`` and seal it for this node's transport."""
-        if (
+        """Check ``release`` and seal it for this node's transport.
+
+        A secure-aggregation protocol message (kind ``protocol``) carries no data-derived
+        bytes: it needs no charge (its event is ``NoOpDpEvent``) but must be one of the
+        protocol's own message types. Every other release must have been charged first.
+        """
+        if release.kind is ReleaseKind.PROTOCOL:
+            if release.dp_event is not None:
+                raise RefusedError(
+                    f"release gate of {self.party!r}: a protocol message carries no DP event"
+                )
+        elif (
             self.privacy is not None
             and self._charged.pop((release.round, release.kind), None) is None
         ):
@@ -164,6 +199,18 @@ class ReleaseGate:
             raise RefusedError(
                 f"release gate of {self.party!r}: a {release.kind.value} release may not "
                 f"carry {sorted(unexpected)}"
+            )
+        allowed = _payload_types(release.kind)
+        if release.payload is not None and not isinstance(release.payload, allowed):
+            raise RefusedError(
+                f"release gate of {self.party!r}: a {release.kind.value} release may not carry "
+                f"a {type(release.payload).__name__}"
+            )
+        if release.kind is ReleaseKind.PROTOCOL and release.payload is None:
+            raise RefusedError(f"release gate of {self.party!r}: a protocol message is empty")
+        if release.payload is not None and _payload_sender(release.payload) != self.party:
+            raise RefusedError(
+                f"release gate of {self.party!r}: the protocol message names another sender"
             )
         for name, tensor in release.tensors.items():
             # A sum is finite only if every element is (or the sum overflows, which is just

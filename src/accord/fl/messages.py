@@ -26,6 +26,9 @@ class ReleaseKind(StrEnum):
     """Evaluation metrics on the node's own test split, and its row count."""
     ROW_COUNT = "row_count"
     LABEL_HISTOGRAM = "label_histogram"
+    PROTOCOL = "protocol"
+    """A secure-aggregation message (keys, commitments, encrypted shares, signatures):
+    no data-derived bytes, so it carries ``NoOpDpEvent``."""
 
 
 def tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
@@ -63,7 +66,21 @@ class EvaluateRequest:
         return self.params.numel() * self.params.element_size()
 
 
-Request = TrainRequest | EvaluateRequest
+@dataclass(frozen=True, slots=True)
+class ProtocolRequest:
+    """One stage of a secure-aggregation round: the coordinator's broadcast to a party."""
+
+    job_id: str
+    round: int
+    stage: str
+    payload: Any
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.payload.nbytes)
+
+
+Request = TrainRequest | EvaluateRequest | ProtocolRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +100,12 @@ class Release:
     """The dp_accounting DpEvent the release carries (None: no DP mechanism)."""
     adversary: str | None = None
     """Whom ``dp_event``'s epsilon holds against (an ``Adversary`` value)."""
+    payload: Any = None
+    """A secure-aggregation message (``accord.protect``), for kinds that carry one."""
+    payload_nbytes: int = 0
+    """The payload's size on the wire (a masked update packed at k bits per word)."""
 
     @property
     def nbytes(self) -> int:
-        """Bytes that would cross the network: tensors plus 8 bytes per scalar."""
-        return tensor_bytes(self.tensors) + 8 * len(self.scalars)
+        """Bytes that would cross the network: tensors, 8 bytes per scalar, the payload."""
+        return tensor_bytes(self.tensors) + 8 * len(self.scalars) + self.payload_nbytes

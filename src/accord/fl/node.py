@@ -25,6 +25,7 @@ from accord.fl.local_training import (
 from accord.fl.messages import (
     COORDINATOR,
     EvaluateRequest,
+    ProtocolRequest,
     Release,
     ReleaseKind,
     Request,
@@ -38,6 +39,7 @@ from accord.fl.node_privacy import (
     NodeDpPlan,
     metrics_dataset,
 )
+from accord.fl.node_secagg import NodeSecAgg
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
 from accord.node_secrets import open_node_generator
@@ -83,6 +85,7 @@ class Node:
         custom_evaluate: CustomEvaluate | None = None,
         privacy: GatePrivacy | None = None,
         dp_plan: NodeDpPlan | None = None,
+        secagg: NodeSecAgg | None = None,
     ) -> None:
         if len(data.y_train) == 0:
             raise InputError(f"party {party!r} has no training rows; check its data")
@@ -92,6 +95,8 @@ class Node:
         self.model = model
         self.gate = ReleaseGate(party, privacy)
         self.dp_plan = dp_plan
+        self.secagg = secagg
+        self._update_plan: NodeDpPlan | None = None
         if isinstance(dp_plan, ClientDpNodePlan):
             # Accepting a DP-FedAvg job charges all its rounds (sampled or not) at once.
             self.gate.charge_job(
@@ -128,6 +133,8 @@ class Node:
             return self._train(request)
         if isinstance(request, EvaluateRequest):
             return self._evaluate(request)
+        if isinstance(request, ProtocolRequest):
+            return self._protocol(request)
         raise InputError(f"node {self.party!r}: unknown request {type(request).__name__}")
 
     def _check_job(self, job_id: str) -> None:
@@ -164,6 +171,14 @@ class Node:
         scalars: dict[str, float],
         plan: NodeDpPlan | None,
     ) -> SealedRelease:
+        """The update, or under secure aggregation the round's signed key advertisement:
+        the update itself then leaves only masked, at the protocol's masked-input stage."""
+        if self.secagg is not None:
+            self._update_plan = plan
+            advertisement = self.secagg.advertise(
+                request.round, request.global_params, tensors["delta"], self.secure_random
+            )
+            return self._release_protocol(request.round, advertisement)
         return self.gate.release(
             Release(
                 kind=ReleaseKind.UPDATE, job_id=self.config.job_id, round=request.round,
@@ -212,6 +227,35 @@ class Node:
         # No row count, loss or step count: none is covered by epsilon.
         scalars = {"within_clip": float(within)} if plan.settings.adaptive else {}
         return self._release_update(request, tensors, scalars, plan)
+
+    def _protocol(self, request: ProtocolRequest) -> SealedRelease:
+        """One later stage of a secure-aggregation round."""
+        self._check_job(request.job_id)
+        if self.secagg is None:
+            raise InputError(f"node {self.party!r}: this job runs no secure aggregation")
+        answer = self.secagg.step(request.round, request.stage, request.payload)
+        if request.stage != "masked_input":
+            return self._release_protocol(request.round, answer)
+        plan = self._update_plan
+        return self.gate.release(
+            Release(
+                kind=ReleaseKind.UPDATE, job_id=self.config.job_id, round=request.round,
+                sender=self.party, recipient=COORDINATOR, payload=answer,
+                payload_nbytes=answer.packed_nbytes(self.secagg.ring_bits()),
+                dataset=plan.dataset if plan else None,
+                dp_event=plan.round_event if plan else None,
+                adversary=plan.adversary.value if plan else None,
+            )
+        )  # fmt: skip
+
+    def _release_protocol(self, round_number: int, message: Any) -> SealedRelease:
+        return self.gate.release(
+            Release(
+                kind=ReleaseKind.PROTOCOL, job_id=self.config.job_id, round=round_number,
+                sender=self.party, recipient=COORDINATOR, payload=message,
+                payload_nbytes=int(message.nbytes),
+            )
+        )  # fmt: skip
 
     def _metrics_dataset(self) -> str:
         privacy = self.gate.privacy

@@ -24,6 +24,8 @@ from accord.fl.local_training import LocalPlan, evaluate_model
 from accord.fl.node import CustomEvaluate, CustomTrain, Node, NodeConfig
 from accord.fl.node_home import NodeHome, default_home
 from accord.fl.node_privacy import NodeDpPlan, plan_node_privacy
+from accord.fl.node_secagg import NodeSecAgg
+from accord.fl.provision import provision_identities
 from accord.fl.run_dir import RunDir
 from accord.fl.strategies import build_strategy
 from accord.fl.strategies.base import LocalObjective
@@ -182,6 +184,7 @@ def build_nodes(
             "evaluation.dp_epsilon releases noisy per-example sums, which a task's own "
             "evaluate() does not give: remove evaluate() from the task or dp_epsilon"
         )
+    names = [party.name for party in parties]
     nodes = []
     for index, party in enumerate(parties):
         home = NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name)
@@ -205,6 +208,11 @@ def build_nodes(
                 custom_evaluate=spec.custom_evaluate,
                 privacy=gate_privacy,
                 dp_plan=dp_plan,
+                secagg=(
+                    NodeSecAgg(job, job_id, party.name, home.path, names)
+                    if job.protection.enabled
+                    else None
+                ),
             )
         )
     return nodes
@@ -225,6 +233,24 @@ def node_privacy(
         job, run_key, party.name, len(party.y_train), num_parties, settings, ledger
     )
     return GatePrivacy(run_key, ledger, settings), plan
+
+
+def check_protection(job: Job, job_id: str, parties: Sequence[str]) -> None:
+    """Refuse a protected job that secure aggregation cannot run (exit code 2)."""
+    from accord.fl.node_secagg import secagg_params
+
+    if job.strategy.name == "scaffold":
+        raise InputError(
+            'protection.mode = "secagg" with strategy "scaffold": its control variates '
+            "are per party and would leave unprotected; use another strategy"
+        )
+    if job.privacy.adaptive_clipping:
+        raise InputError(
+            'protection.mode = "secagg" with privacy.adaptive_clipping: the clipped-count '
+            "bit is not carried under secure aggregation yet; use a fixed clip_norm"
+        )
+    # The settings must give the stated security and dropout tolerance for the roster.
+    secagg_params(job, job_id, 1, parties, 1)
 
 
 def build_simulation(
@@ -260,6 +286,12 @@ def build_simulation(
     model = initial_model(job, base_dir, spec)
     initial = model.flat.clone()
     strategy = build_strategy(job.strategy, len(names))
+    roster_keys = None
+    if job.protection.enabled:
+        check_protection(job, job_id, names)
+        roster_keys = provision_identities(
+            {n: node_home_path(job, n, homes_root, base_dir) for n in names}
+        )
     nodes = build_nodes(
         job,
         job_id,
@@ -281,5 +313,6 @@ def build_simulation(
         initial,
         run_dir,
         make_server_evaluator(model, data),
+        roster_keys,
     )
     return Simulation(job, job_id, data, coordinator, nodes, model, spec, initial, run_id)

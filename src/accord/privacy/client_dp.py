@@ -198,7 +198,6 @@ class ClientDpAggregator:
 
     def noisy_mean(self, updates: Sequence[ClippedUpdate], like: torch.Tensor) -> torch.Tensor:
         """Sum (in the order given), noise, divide by m; then move the clipping norm."""
-        s = self.settings
         total = torch.zeros_like(like, dtype=torch.float64)
         unclipped = 0.0
         for update in updates:
@@ -207,10 +206,19 @@ class ClientDpAggregator:
             total.add_(clipped.double())
             # Centred bits (b - 1/2) have sensitivity 1/2 under a fixed denominator.
             unclipped += (1.0 if within and update.within_clip else 0.0) - 0.5
-        noisy = self.noise.add(total, s.update_noise_multiplier * self.clip_norm)
-        mean = (noisy / s.expected_parties).to(like.dtype)
+        return self.noisy_mean_of_sum(total, unclipped, like.dtype)
+
+    def noisy_mean_of_sum(
+        self, total: torch.Tensor, centred_count: float, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Noise the sum of the round's clipped updates (computed elsewhere, e.g. by secure
+        aggregation, where each node clipped its own), divide by m; with adaptive clipping,
+        ``centred_count`` is the sum of (within clip - 1/2) over the updates."""
+        s = self.settings
+        noisy = self.noise.add(total.double(), s.update_noise_multiplier * self.clip_norm)
+        mean = (noisy / s.expected_parties).to(dtype)
         if s.adaptive:
-            noisy_count = self.noise.add_scalar(unclipped, s.clipped_count_stddev)
+            noisy_count = self.noise.add_scalar(centred_count, s.clipped_count_stddev)
             fraction_within = noisy_count / s.expected_parties + 0.5
             self.clip_norm *= math.exp(
                 -s.clip_learning_rate * (fraction_within - s.target_quantile)

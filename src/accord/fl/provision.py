@@ -1,0 +1,38 @@
+"""Simulation only: give every node home an identity key and a roster, where it has none.
+
+In a deployment each data owner runs ``accord keys new NAME --node-home HOME`` and writes
+``roster.toml`` from the public-key lines the consortium exchanged out of band (see
+docs/guides/identities.md). A simulation plays every data owner at once, so it does the
+same for them: a home that already has a key or a roster keeps it (a test may plant a
+wrong one), and the coordinator gets its own copy of the parties' public keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from accord.fileio import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+def provision_identities(homes: Mapping[str, Path]) -> dict[str, Ed25519PublicKey]:
+    """Each party's public key, after creating the missing identity keys and rosters."""
+    from accord.governance import generate_identity, node_identity, write_node_identity
+    from accord.governance.identity import node_identity_path
+    from accord.governance.roster import ROSTER_FILE, roster_entry
+
+    keys: dict[str, Ed25519PublicKey] = {}
+    for party, home in homes.items():
+        if not node_identity_path(home).exists():
+            write_node_identity(generate_identity(party), home)
+        keys[party] = node_identity(home, party).public_key
+    roster = "[parties]\n" + "".join(f"{roster_entry(p, k)}\n" for p, k in keys.items())
+    for home in homes.values():
+        path = home / ROSTER_FILE
+        if not path.exists():
+            write_bytes_atomic(path, roster.encode("utf-8"), mode=0o644, sync_dir=True)
+    return keys

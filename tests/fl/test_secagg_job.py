@@ -1,0 +1,134 @@
+"""Secure aggregation in the engine: the coordinator steps with the survivors' mean only,
+every protocol message passes the node's gate, and dropouts and tampering end safely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from accord.errors import InputError, RefusedError, SecAggAbortedError
+from accord.fl.gate import ReleaseGate
+from accord.fl.messages import COORDINATOR, Release, ReleaseKind, TrainRequest
+from accord.fl.simulation import build_simulation
+from accord.job import load_job
+from accord.protect import quantization_error_bound
+from tests.conftest import Invoke, JobWriter
+
+PROTECTED = '\n[protection]\nmode = "secagg"\n'
+
+
+PARTIES = [f"party-{i}" for i in range(1, 7)]
+
+
+def six_parties(write_job: JobWriter, **fields: object) -> str:
+    # Six parties: with the default fractions (one may be corrupt, one may drop) a
+    # complete graph needs 5 of 6 shares, so one dropout is tolerated.
+    return write_job(**fields).read_text().replace("parties = 4", "parties = 6")
+
+
+def secagg_job(write_job: JobWriter, extra: str = "", **fields: object) -> Path:
+    return write_job(six_parties(write_job, **fields) + PROTECTED + extra, name="secagg.toml")
+
+
+def plain_deltas(write_job: JobWriter, tmp_path: Path) -> list[torch.Tensor]:
+    """Each party's round-1 update without protection (the same seed, so the same ones)."""
+    job_file = write_job(six_parties(write_job, rounds=1), name="plain.toml")
+    simulation = build_simulation(load_job(job_file), tmp_path, tmp_path / "plain")
+    coordinator = simulation.coordinator
+    request = TrainRequest(simulation.job_id, 1, coordinator.params, 0.05)
+    exchange = coordinator.transport.exchange({p: request for p in coordinator.parties})
+    return [exchange.replies[p].tensors["delta"] for p in coordinator.parties]
+
+
+def test_the_coordinator_learns_the_mean_of_the_updates_within_the_stated_error(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    deltas = plain_deltas(write_job, tmp_path)
+    simulation = build_simulation(load_job(secagg_job(write_job, rounds=1)), tmp_path,
+                                  tmp_path / "homes")  # fmt: skip
+    before = simulation.coordinator.params.clone()
+    record = simulation.coordinator.run().records[0]
+    assert record["sampled"] == PARTIES
+    step = simulation.coordinator.params - before  # FedAvg, server_lr 1: the mean
+    expected = torch.stack(deltas).double().mean(dim=0)
+    bound = quantization_error_bound(6, 2.0**24) / 6
+    assert float((step.double() - expected).abs().max()) <= bound + 1e-6
+    assert record["quantization_error_bound"] == quantization_error_bound(6, 2.0**24)
+
+
+def test_a_party_that_drops_after_masking_leaves_the_sum_of_the_others(
+    write_job: JobWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deltas = plain_deltas(write_job, tmp_path)
+    simulation = build_simulation(load_job(secagg_job(write_job, rounds=1)), tmp_path,
+                                  tmp_path / "homes")  # fmt: skip
+    dropped = simulation.nodes[2]
+    assert dropped.secagg is not None
+    step_of = dropped.secagg.step
+
+    def drop_at_signing(round_number: int, stage: str, payload: object) -> object:
+        if stage == "sign_survivors":
+            raise RefusedError("party-3 went offline")
+        return step_of(round_number, stage, payload)
+
+    monkeypatch.setattr(dropped.secagg, "step", drop_at_signing)
+    before = simulation.coordinator.params.clone()
+    record = simulation.coordinator.run().records[0]
+    # party-3 masked its input, so it is in the sum (its self mask is unmasked by the
+    # others), though it signed nothing afterwards.
+    assert record["sampled"] == PARTIES
+    assert "party-3" in record["refused"]
+    expected = torch.stack(deltas).double().mean(dim=0)
+    step = simulation.coordinator.params - before
+    assert float((step.double() - expected).abs().max()) <= 1e-6
+
+
+def test_a_node_whose_roster_disagrees_refuses_and_the_round_stops_safely(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    homes = tmp_path / "homes"
+    job = load_job(secagg_job(write_job, rounds=1))
+    build_simulation(job, tmp_path, homes)  # provisions keys and rosters
+    # party-2's owner has another key for party-1 (as a coordinator that swapped party-1's
+    # keys would cause): party-2 refuses party-1's signed advertisement. The round's sparse
+    # graph needs every party's nonce, so the round stops and nobody learns anything.
+    from accord.governance import generate_identity
+    from accord.governance.roster import roster_entry
+
+    roster = (homes / "party-2" / "roster.toml").read_text().splitlines()
+    forged = roster_entry("party-1", generate_identity("party-1").public_key)
+    (homes / "party-2" / "roster.toml").write_text(
+        "\n".join(forged if line.startswith("party-1 ") else line for line in roster) + "\n"
+    )
+    simulation = build_simulation(job, tmp_path, homes)
+    with pytest.raises(SecAggAbortedError, match=r"round 1: .*party-2: .*signature"):
+        simulation.coordinator.run()
+    assert simulation.coordinator.completed_rounds == 0
+
+
+def test_protected_jobs_refuse_what_they_cannot_protect(
+    write_job: JobWriter, tmp_path: Path, invoke: Invoke
+) -> None:
+    with pytest.raises(InputError, match="scaffold"):
+        build_simulation(load_job(secagg_job(write_job, strategy="scaffold")), tmp_path)
+    # Four parties, one of which may be corrupt: a complete graph needs all four shares,
+    # so the asked-for dropout tolerance cannot be met. Refused before anything runs.
+    four = write_job(write_job().read_text() + PROTECTED, name="four.toml")
+    result = invoke("run", str(four), "--out", str(tmp_path / "run"), "--quiet")
+    assert result.code == 2 and "tolerates 0 dropouts" in result.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_gate_seals_only_protocol_messages_from_this_party() -> None:
+    gate = ReleaseGate("party-1")
+
+    def protocol(payload: object) -> Release:
+        return Release(kind=ReleaseKind.PROTOCOL, job_id="j", round=1, sender="party-1",
+                       recipient=COORDINATOR, payload=payload)  # fmt: skip
+
+    with pytest.raises(RefusedError, match="may not carry a Tensor"):
+        gate.release(protocol(torch.zeros(3)))
+    with pytest.raises(RefusedError, match="is empty"):
+        gate.release(protocol(None))

@@ -132,3 +132,25 @@ def test_the_gate_seals_only_protocol_messages_from_this_party() -> None:
         gate.release(protocol(torch.zeros(3)))
     with pytest.raises(RefusedError, match="is empty"):
         gate.release(protocol(None))
+
+
+@pytest.mark.parametrize(
+    "privacy",
+    ['mode = "dpsgd"\nnoise_multiplier = 1.0', 'mode = "dpfedavg"\nnoise_multiplier = 1.0'],
+)
+def test_secure_aggregation_composes_with_differential_privacy(
+    write_job: JobWriter, tmp_path: Path, privacy: str
+) -> None:
+    text = six_parties(write_job, rounds=1).replace("standardize = true", "standardize = false")
+    job_file = write_job(text + PROTECTED + f"\n[privacy]\n{privacy}\n", name="dp.toml")
+    simulation = build_simulation(load_job(job_file), tmp_path, tmp_path / "homes")
+    before = simulation.coordinator.params.clone()
+    record = simulation.coordinator.run().records[0]
+    assert record["protection"] == "secagg"
+    assert not torch.equal(simulation.coordinator.params, before)
+    from accord.privacy.ledger import PrivacyLedger
+
+    charges = PrivacyLedger(tmp_path / "homes" / "party-1").charges()
+    assert [c.round for c in charges if c.release_kind == "update" and c.round > 0] == [1]
+    if "dpfedavg" in privacy:  # the sum is noised by the coordinator; who took part is hidden
+        assert record["sampled"] is None and record["clip_norm"] == 1.0

@@ -265,7 +265,8 @@ class Coordinator:
             self.transport, self.job, self.job_id, round_number, self.parties,
             self.roster_keys, self.params, {party: request for party in sampled},
         )  # fmt: skip
-        seconds["train_and_protocol"] = time.perf_counter() - tick
+        seconds["train"] = outcome.train_seconds
+        seconds["protocol"] = outcome.protocol_seconds
         tick = time.perf_counter()
         total = torch.from_numpy(outcome.total)
         record: dict[str, Any] = {"round": round_number, "lr": lr}

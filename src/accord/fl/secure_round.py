@@ -10,6 +10,7 @@ bad signature, a wrong round) drops its sender, as a refusal would.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,10 @@ class SecureSum:
     bytes_up: int = 0
     error_bound: float = 0.0
     """Per-coordinate bound on |total - sum of the survivors' clipped updates|."""
+    train_seconds: float = 0.0
+    """The first exchange: local training, quantization and the key advertisement."""
+    protocol_seconds: float = 0.0
+    """The five later exchanges and the unmasking: the protocol's own cost."""
 
 
 def secure_sum(
@@ -82,8 +87,11 @@ def secure_sum(
         requests = {p: ProtocolRequest(job_id, round_number, name, broadcast(p)) for p in parties}
         return exchange(requests, receive)
 
+    tick = time.perf_counter()
     try:
         alive = exchange(train_requests, server.receive_advertisement)
+        result.train_seconds = time.perf_counter() - tick
+        tick = time.perf_counter()
         advertisements = server.advertisement_set()
         alive = stage(alive, STAGES[0], lambda _: advertisements, server.receive_confirmation)
         confirmations = server.confirmation_set()
@@ -104,6 +112,7 @@ def secure_sum(
         ) from None
     protection = job.protection
     result.total = dequantize_sum(total, protection.scale, params.ring_bits)
+    result.protocol_seconds = time.perf_counter() - tick
     result.survivors = server.survivors
     result.error_bound = quantization_error_bound(len(result.survivors), protection.scale)
     return result

@@ -14,12 +14,10 @@ import numpy as np
 import torch
 
 from accord.data.federation import PartyData
-from accord.errors import InputError, TaskCodeError
+from accord.errors import InputError
 from accord.fl.gate import GatePrivacy, ReleaseGate, SealedRelease
 from accord.fl.local_training import (
     LocalPlan,
-    evaluate_model,
-    per_example_metrics,
     train_local,
 )
 from accord.fl.messages import (
@@ -32,6 +30,12 @@ from accord.fl.messages import (
     TrainRequest,
 )
 from accord.fl.node_home import NodeHome
+from accord.fl.node_metrics import (
+    CustomEvaluate,
+    exact_metrics,
+    metrics_event,
+    noisy_metrics_of,
+)
 from accord.fl.node_privacy import (
     TRAIN_DATASET,
     ClientDpNodePlan,
@@ -52,7 +56,6 @@ if TYPE_CHECKING:
     from dp_accounting import DpEvent
 
 CustomTrain = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]], float]
-CustomEvaluate = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,13 +348,22 @@ class Node:
         dataset = self._metrics_dataset()
         self.model.load(request.params)
         epsilon = self.config.metrics_epsilon
+        module, x, y = self.model.module, self.x_test, self.y_test
+        event: DpEvent | None = None
         if epsilon is not None:
-            scalars, event = self._noisy_metrics(request.round, dataset, epsilon)
+            # Charged before the test split is read: the event does not depend on it.
+            planned = metrics_event(epsilon)
+            self.gate.charge(
+                request.round, ReleaseKind.METRICS, dataset, planned,
+                Adversary.COORDINATOR_AND_RECIPIENTS,
+            )  # fmt: skip
+            scalars, event = noisy_metrics_of(module, x, y, epsilon, self.config.metrics_loss_bound)
+            assert event == planned, "the metrics released differ from the ones charged"
         else:
             # Exact metrics carry no DP mechanism: refused on a capped dataset unless
             # node.toml exempts the "metrics" kind (then stored as not covered by epsilon).
             self.gate.charge(request.round, ReleaseKind.METRICS, dataset, None, None)
-            scalars, event = self._exact_metrics(), None
+            scalars = exact_metrics(module, x, y, self.custom_evaluate)
         release = Release(
             kind=ReleaseKind.METRICS,
             job_id=self.config.job_id,
@@ -364,42 +376,3 @@ class Node:
             adversary=Adversary.COORDINATOR_AND_RECIPIENTS.value if event else None,
         )
         return self.gate.release(release)
-
-    def _noisy_metrics(
-        self, round_number: int, dataset: str, epsilon: float
-    ) -> tuple[dict[str, float], DpEvent]:
-        """Metrics with OpenDP noise added here, charged before the test split is read."""
-        from accord.privacy.dp_metrics import metrics_event, noisy_metrics
-
-        planned = metrics_event(epsilon)
-        self.gate.charge(
-            round_number, ReleaseKind.METRICS, dataset, planned,
-            Adversary.COORDINATOR_AND_RECIPIENTS,
-        )  # fmt: skip
-        # Each loss is clamped to the bound inside the release (the sum's declared bounds).
-        losses, correct = per_example_metrics(self.model.module, self.x_test, self.y_test)
-        scalars, event = noisy_metrics(correct, losses, epsilon, self.config.metrics_loss_bound)
-        assert event == planned, "the metrics released differ from the ones charged"
-        return scalars, event
-
-    def _exact_metrics(self) -> dict[str, float]:
-        n = len(self.y_test)
-        if self.custom_evaluate is not None and n:
-            metrics = self.custom_evaluate(self.model.module, self.x_test, self.y_test)
-            missing = {"loss", "accuracy"} - set(metrics)
-            if missing:
-                raise TaskCodeError(
-                    f"task evaluate() must return 'loss' and 'accuracy'; it returned no "
-                    f"{sorted(missing)}"
-                )
-            return {
-                "num_examples": float(n),
-                "loss": float(metrics["loss"]),
-                "accuracy": float(metrics["accuracy"]),
-            }
-        result = evaluate_model(self.model.module, self.x_test, self.y_test)
-        return {
-            "num_examples": float(n),
-            "loss": result.loss_sum / n if n else 0.0,
-            "accuracy": result.correct / n if n else 0.0,
-        }

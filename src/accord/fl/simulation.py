@@ -21,8 +21,9 @@ from accord.fileio import load_tensors
 from accord.fl.coordinator import Coordinator, ServerEvaluator
 from accord.fl.gate import GatePrivacy
 from accord.fl.local_training import LocalPlan, evaluate_model
-from accord.fl.node import CustomEvaluate, CustomTrain, Node, NodeConfig
+from accord.fl.node import CustomTrain, Node, NodeConfig
 from accord.fl.node_home import NodeHome, default_home
+from accord.fl.node_metrics import CustomEvaluate
 from accord.fl.node_privacy import NodeDpPlan, plan_node_privacy
 from accord.fl.node_secagg import NodeSecAgg
 from accord.fl.provision import provision_identities

@@ -74,10 +74,8 @@ class ProtocolRequest:
     round: int
     stage: str
     payload: Any
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.payload.nbytes)
+    nbytes: int
+    """The payload's size on the wire (computed once for a broadcast sent to many)."""
 
 
 Request = TrainRequest | EvaluateRequest | ProtocolRequest

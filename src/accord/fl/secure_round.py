@@ -84,7 +84,13 @@ def secure_sum(
 
     def stage(parties: Sequence[str], name: str, broadcast: Callable[[str], Any],
               receive: Callable[[Any], None]) -> list[str]:  # fmt: skip
-        requests = {p: ProtocolRequest(job_id, round_number, name, broadcast(p)) for p in parties}
+        payloads = {p: broadcast(p) for p in parties}
+        sizes: dict[int, int] = {}  # a broadcast's size, counted once, sent to each party
+        requests = {
+            p: ProtocolRequest(job_id, round_number, name, payload,
+                               sizes.setdefault(id(payload), int(payload.nbytes)))
+            for p, payload in payloads.items()
+        }  # fmt: skip
         return exchange(requests, receive)
 
     tick = time.perf_counter()

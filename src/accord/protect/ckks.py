@@ -42,19 +42,14 @@ smaller. Keys and encryption randomness come from SEAL's own generator (seeded f
 
 from __future__ import annotations
 
-import json
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, cast
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from accord.errors import InputError, RefusedError
 from accord.protect import ckks_noise
@@ -65,6 +60,16 @@ from accord.protect.ckks_noise import (
     aggregate_flooding,
     flood,
 )
+from accord.protect.ckks_params import (
+    AGGREGATION,
+    AGGREGATION_FLOODED,
+    PRESETS,
+    SCORING,
+    CkksParams,
+    pack_frame,
+    unpack_frame,
+)
+from accord.protect.envelope import Envelope, open_envelope, seal
 from accord.secure_random import SecureGenerator
 
 __all__ = [
@@ -91,133 +96,6 @@ __all__ = [
     "seal_secret_key",
     "unpack_frame",
 ]
-
-Encryption = Literal["symmetric", "public-key"]
-
-
-@dataclass(frozen=True)
-class CkksParams:
-    """CKKS parameters: ring degree ``N``, coefficient modulus bit sizes (the last one is
-    SEAL's special prime), the scale ``2^scale_bits`` and how values are encrypted."""
-
-    name: str
-    poly_modulus_degree: int
-    coeff_mod_bit_sizes: tuple[int, ...]
-    scale_bits: int
-    encryption: Encryption
-
-    def __post_init__(self) -> None:
-        limit = ckks_noise.HE_STANDARD_MAX_MODULUS_BITS.get(self.poly_modulus_degree)
-        if limit is None:
-            raise ValueError(f"N = {self.poly_modulus_degree} is not a supported ring degree")
-        if len(self.coeff_mod_bit_sizes) < 2 or not all(
-            isinstance(b, int) and 20 <= b <= 60 for b in self.coeff_mod_bit_sizes
-        ):
-            raise ValueError("coeff_mod_bit_sizes needs at least two primes of 20 to 60 bits")
-        if self.total_modulus_bits > limit:
-            raise ValueError(
-                f"{self.total_modulus_bits} modulus bits at N = {self.poly_modulus_degree} "
-                f"is below 128-bit security (at most {limit})"
-            )
-        if self.max_abs_value < 1.0:
-            raise ValueError("the scale leaves no room for values in the data modulus")
-        if self.encryption not in ("symmetric", "public-key"):
-            raise ValueError(f"unknown encryption {self.encryption!r}")
-
-    @property
-    def slots(self) -> int:
-        return self.poly_modulus_degree // 2
-
-    @property
-    def scale(self) -> float:
-        return 2.0**self.scale_bits
-
-    @property
-    def data_modulus_bits(self) -> int:
-        """Bits of the modulus that fresh ciphertexts carry (all primes but the special one)."""
-        return sum(self.coeff_mod_bit_sizes[:-1])
-
-    @property
-    def total_modulus_bits(self) -> int:
-        return sum(self.coeff_mod_bit_sizes)
-
-    @property
-    def max_abs_value(self) -> float:
-        """Largest |value| a decrypted sum may hold (one bit of margin below q/2)."""
-        return 2.0 ** (self.data_modulus_bits - 2 - self.scale_bits)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: object, what: str) -> CkksParams:
-        fields = {"name", "poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits", "encryption"}
-        if not isinstance(data, dict) or set(data) != fields:
-            raise InputError(f"{what}: the CKKS parameters must have exactly {sorted(fields)}")
-        try:
-            return cls(
-                name=str(data["name"]),
-                poly_modulus_degree=int(data["poly_modulus_degree"]),
-                coeff_mod_bit_sizes=tuple(int(b) for b in data["coeff_mod_bit_sizes"]),
-                scale_bits=int(data["scale_bits"]),
-                encryption=data["encryption"],
-            )
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{what}: invalid CKKS parameters ({exc})") from None
-
-
-AGGREGATION = CkksParams("aggregation", 8192, (60, 40), 40, "symmetric")
-AGGREGATION_FLOODED = CkksParams("aggregation-flooded", 8192, (60, 40, 60), 70, "symmetric")
-SCORING = CkksParams("scoring", 16384, (60, 60, 60, 60), 70, "public-key")
-PRESETS = {p.name: p for p in (AGGREGATION, AGGREGATION_FLOODED, SCORING)}
-
-
-# --- framing: a small, non-executable container for headers and TenSEAL's bytes --------
-
-_FRAME_MAGIC = b"ACCORD-CKKS1\n"
-
-
-def pack_frame(kind: str, header: Mapping[str, Any], blobs: Sequence[bytes]) -> bytes:
-    """``magic | u32 header length | JSON header | (u64 length | blob)*``."""
-    head = json.dumps({**header, "kind": kind, "blobs": len(blobs)}, sort_keys=True).encode()
-    parts = [_FRAME_MAGIC, len(head).to_bytes(4, "big"), head]
-    for blob in blobs:
-        parts += [len(blob).to_bytes(8, "big"), blob]
-    return b"".join(parts)
-
-
-def unpack_frame(data: bytes, kind: str, what: str) -> tuple[dict[str, Any], list[bytes]]:
-    """The header and blobs of a :func:`pack_frame` container of ``kind``; InputError if not."""
-    bad = InputError(f"{what}: not an Accord CKKS {kind} file (or it is damaged)")
-    if not data.startswith(_FRAME_MAGIC) or len(data) < len(_FRAME_MAGIC) + 4:
-        raise bad
-    at = len(_FRAME_MAGIC)
-    size = int.from_bytes(data[at : at + 4], "big")
-    at += 4
-    try:
-        header = json.loads(data[at : at + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise bad from None
-    at += size
-    if not isinstance(header, dict) or header.get("kind") != kind:
-        raise bad
-    count = header.get("blobs")
-    if not isinstance(count, int) or count < 0:
-        raise bad
-    blobs = []
-    for _ in range(count):
-        if at + 8 > len(data):
-            raise bad
-        n = int.from_bytes(data[at : at + 8], "big")
-        at += 8
-        if at + n > len(data):
-            raise bad
-        blobs.append(data[at : at + n])
-        at += n
-    if at != len(data):
-        raise bad
-    return header, blobs
-
 
 # --- contexts and keys -----------------------------------------------------------------
 
@@ -511,23 +389,9 @@ def decrypt_sum_flooded(
 
 # --- end-to-end envelope for the secret key ----------------------------------------------
 
-_ENVELOPE_MAGIC = b"ACKKSKEY1"
-_ENVELOPE_PURPOSE = b"accord/ckks-secret-key-envelope/v1"
-_NONCE_BYTES = 12
-
-
-def _raw(key: X25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def _envelope_ad(job_id: str, sender: str, recipient: str, *keys: bytes) -> bytes:
-    fields = [_ENVELOPE_PURPOSE, job_id.encode(), sender.encode(), recipient.encode(), *keys]
-    return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
-
-
-def _envelope_key(shared: bytes, ephemeral: bytes, ad: bytes) -> bytes:
-    kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral, info=ad)
-    return kdf.derive(shared)
+KEY_ENVELOPE_ROUND = 0
+"""The round an envelope carrying a job's key set is bound to: the job's setup, before
+round 1 (the same envelope as secure aggregation's shares, :mod:`accord.protect.envelope`)."""
 
 
 def seal_secret_key(
@@ -539,28 +403,19 @@ def seal_secret_key(
     sender_key: X25519PrivateKey,
     recipient_public: X25519PublicKey,
     generator: SecureGenerator,
-) -> bytes:
-    """Encrypt ``secret`` (:meth:`CkksKeySet.secret_bytes`) end to end for ``recipient``.
-
-    Key: HKDF-SHA256 over X25519(ephemeral, recipient) || X25519(sender, recipient), so
-    only the recipient can open it and only the sender can have made it; the associated
-    data binds purpose, job, sender, recipient and all three public keys.
-    """
-    ephemeral = X25519PrivateKey.from_private_bytes(generator.random_bytes(32))
-    eph = _raw(ephemeral.public_key())
-    recipient_raw = _raw(recipient_public)
-    ad = _envelope_ad(job_id, sender, recipient, _raw(sender_key.public_key()), recipient_raw, eph)
-    try:
-        shared = ephemeral.exchange(recipient_public) + sender_key.exchange(recipient_public)
-    except ValueError:
-        raise InputError(f"{recipient!r}'s X25519 public key is invalid") from None
-    nonce = generator.random_bytes(_NONCE_BYTES)
-    sealed = ChaCha20Poly1305(_envelope_key(shared, eph, ad)).encrypt(nonce, secret, ad)
-    return _ENVELOPE_MAGIC + eph + nonce + sealed
+) -> Envelope:
+    """Encrypt ``secret`` (:meth:`CkksKeySet.secret_bytes`) end to end for ``recipient``:
+    X25519 + HKDF-SHA256 + ChaCha20-Poly1305, bound to job, sender and recipient, so only
+    the recipient can open it and only the holder of ``sender_key`` can have made it.
+    ``sender_key`` is the key holder's X25519 key for this job."""
+    return seal(
+        secret, job_id=job_id, round_=KEY_ENVELOPE_ROUND, sender=sender, recipient=recipient,
+        sender_key=sender_key, recipient_public=recipient_public, rng=generator,
+    )  # fmt: skip
 
 
 def open_secret_key(
-    envelope: bytes,
+    envelope: Envelope,
     *,
     job_id: str,
     sender: str,
@@ -569,22 +424,8 @@ def open_secret_key(
     sender_public: X25519PublicKey,
 ) -> bytes:
     """The secret bytes, if ``envelope`` was made by ``sender`` for ``recipient`` in this
-    job; :class:`RefusedError` otherwise (wrong recipient, sender or job, or altered)."""
-    head = len(_ENVELOPE_MAGIC)
-    refused = RefusedError(
-        f"the CKKS key envelope does not open for {recipient!r} from {sender!r} in job "
-        f"{job_id!r}: wrong recipient, sender or job, or altered"
-    )
-    if not envelope.startswith(_ENVELOPE_MAGIC) or len(envelope) < head + 32 + _NONCE_BYTES:
-        raise refused
-    eph = envelope[head : head + 32]
-    nonce = envelope[head + 32 : head + 32 + _NONCE_BYTES]
-    own = _raw(recipient_key.public_key())
-    ad = _envelope_ad(job_id, sender, recipient, _raw(sender_public), own, eph)
-    try:
-        ephemeral = X25519PublicKey.from_public_bytes(eph)
-        shared = recipient_key.exchange(ephemeral) + recipient_key.exchange(sender_public)
-        key = _envelope_key(shared, eph, ad)
-        return ChaCha20Poly1305(key).decrypt(nonce, envelope[head + 32 + _NONCE_BYTES :], ad)
-    except (InvalidTag, ValueError):
-        raise refused from None
+    job; :class:`~accord.errors.EnvelopeError` (exit code 3) otherwise."""
+    return open_envelope(
+        envelope, job_id=job_id, round_=KEY_ENVELOPE_ROUND, sender=sender,
+        recipient=recipient, recipient_key=recipient_key, sender_public=sender_public,
+    )  # fmt: skip

@@ -23,8 +23,8 @@ PARTIES = [f"party-{i}" for i in range(1, 7)]
 
 
 def six_parties(write_job: JobWriter, **fields: object) -> str:
-    # Six parties: with the default fractions (one may be corrupt, one may drop) a
-    # complete graph needs 5 of 6 shares, so one dropout is tolerated.
+    # Six parties: with the default fractions (one may be corrupt, one may drop) the
+    # graph is sparse, k = 4 neighbours and t = 3 shares: one dropout is tolerated.
     return write_job(**fields).read_text().replace("parties = 4", "parties = 6")
 
 

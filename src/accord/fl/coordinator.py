@@ -274,21 +274,22 @@ class Coordinator:
             record["clip_norm"] = self.client_dp.clip_norm
             # Each node clipped its own update; the sum arrives without the individual ones.
             mean_delta = self.client_dp.noisy_mean_of_sum(total, 0.0, self.params.dtype)
+            # As in DP-FedAvg without protection: nothing that counts the sampled parties
+            # (the error bound is n / scale).
             record.update({"sampled": None, "refused": None, "bytes_down": None,
-                           "bytes_up": None})  # fmt: skip
+                           "bytes_up": None, "contacted": None,
+                           "quantization_error_bound": None})  # fmt: skip
         else:
             mean_delta = (total / len(outcome.survivors)).to(self.params.dtype)
             record.update({
                 "sampled": list(outcome.survivors), "refused": outcome.failed,
                 "bytes_down": outcome.bytes_down, "bytes_up": outcome.bytes_up,
+                "contacted": len(sampled),
+                "quantization_error_bound": outcome.error_bound,
             })  # fmt: skip
         self.params = self.strategy.server_step(self.params, mean_delta, [])
         seconds["aggregate"] = time.perf_counter() - tick
-        record.update({
-            "train_loss": None,
-            "protection": "secagg",
-            "quantization_error_bound": outcome.error_bound,
-        })  # fmt: skip
+        record.update({"train_loss": None, "protection": "secagg"})
         return self._evaluate_if_due(round_number, record, seconds)
 
     def evaluate(self, round_number: int, params: torch.Tensor) -> dict[str, Any]:

@@ -206,6 +206,12 @@ class ReleaseGate:
                 f"release gate of {self.party!r}: a {release.kind.value} release may not carry "
                 f"a {type(release.payload).__name__}"
             )
+        if release.payload is not None and (release.tensors or release.scalars):
+            # A masked update travels alone: nothing in the clear beside it.
+            raise RefusedError(
+                f"release gate of {self.party!r}: a {release.kind.value} release with a "
+                "protocol payload may carry nothing else"
+            )
         if release.kind is ReleaseKind.PROTOCOL and release.payload is None:
             raise RefusedError(f"release gate of {self.party!r}: a protocol message is empty")
         if release.payload is not None and _payload_sender(release.payload) != self.party:

@@ -122,7 +122,8 @@ class Node:
     @property
     def secure_random(self) -> SecureGenerator:
         """This node's secure generator, for everything a privacy or security property rests
-        on. Opened from the node home on first use: a job without DP never creates a key.
+        on. Opened from the node home on first use: a job with neither DP nor secure
+        aggregation never creates a key.
         """
         if self._secure_random is None:
             self._secure_random = open_node_generator(self.home.path)
@@ -225,7 +226,18 @@ class Node:
         )
         tensors: dict[str, torch.Tensor] = {}
         self._train_locally(request, tensors)
-        clipped, within = clip_update(tensors["delta"], request.clip_norm)
+        clip_norm = request.clip_norm
+        if self.secagg is not None:
+            # Stochastic rounding may move each coordinate by up to one quantization step,
+            # the whole vector by sqrt(P) / scale: clip that much tighter, so that what
+            # enters the secure sum still has norm at most the round's clip norm.
+            clip_norm -= self.secagg.rounding_slack(tensors["delta"].numel())
+            if clip_norm <= 0:
+                raise InputError(
+                    f"node {self.party!r}: privacy.clip_norm {request.clip_norm:g} is below the "
+                    "quantization's rounding slack; raise protection.scale_bits or clip_norm"
+                )
+        clipped, within = clip_update(tensors["delta"], clip_norm)
         tensors["delta"] = clipped
         # No row count, loss or step count: none is covered by epsilon.
         scalars = {"within_clip": float(within)} if plan.settings.adaptive else {}

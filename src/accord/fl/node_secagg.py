@@ -12,6 +12,7 @@ the node home, never from the coordinator.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,10 @@ class NodeSecAgg:
             self._round = None
             return response
         raise InputError(f"node {self.party!r}: unknown secure-aggregation stage {stage!r}")
+
+    def rounding_slack(self, length: int) -> float:
+        """The largest L2 change stochastic rounding can make to a vector of ``length``."""
+        return math.sqrt(length) / self.job.protection.scale
 
     def ring_bits(self) -> int:
         assert self._round is not None

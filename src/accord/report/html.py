@@ -50,9 +50,10 @@ def protection_line(job: dict[str, Any], records: list[dict[str, Any]]) -> str:
     ran = [r for r in records if r.get("protection") == protection["mode"]]
     train = sum(r["seconds"].get("train", 0.0) for r in ran)
     protocol = sum(r["seconds"].get("protocol", 0.0) for r in ran)
-    counted = [r for r in ran if r["bytes_up"] is not None and r["sampled"]]
+    # Per party contacted: the bytes include those of parties that dropped out.
+    counted = [r for r in ran if r["bytes_up"] is not None and r.get("contacted")]
     per_party = (
-        sum((r["bytes_down"] + r["bytes_up"]) / len(r["sampled"]) for r in counted) / len(counted)
+        sum((r["bytes_down"] + r["bytes_up"]) / r["contacted"] for r in counted) / len(counted)
         if counted
         else None
     )

@@ -1,5 +1,5 @@
 """CKKS parameter sets (the presets and the table in :mod:`accord.protect.ckks`) and the
-small, non-executable container that carries headers and TenSEAL's bytes (no pickle)."""
+small, non-executable container that carries headers and TenSEAL's bytes (no executable format)."""
 
 from __future__ import annotations
 

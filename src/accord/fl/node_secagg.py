@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from accord.errors import InputError
+from accord.errors import InputError, SecAggTamperError
 from accord.job import Job
 
 if TYPE_CHECKING:
@@ -112,8 +112,9 @@ class NodeSecAgg:
     def step(self, round_number: int, stage: str, payload: Any) -> Any:
         """The node's answer to one later stage of the open round."""
         current = self._round
+        # A message out of turn is the coordinator's doing: refused, never a crash.
         if current is None or current.number != round_number:
-            raise InputError(
+            raise SecAggTamperError(
                 f"node {self.party!r}: a secure-aggregation {stage!r} message for round "
                 f"{round_number}, but no such round is open here"
             )
@@ -132,7 +133,7 @@ class NodeSecAgg:
             response = session.unmask(payload)
             self._round = None
             return response
-        raise InputError(f"node {self.party!r}: unknown secure-aggregation stage {stage!r}")
+        raise SecAggTamperError(f"node {self.party!r}: unknown secure-aggregation stage {stage!r}")
 
     def rounding_slack(self, length: int) -> float:
         """The largest L2 change stochastic rounding can make to a vector of ``length``."""

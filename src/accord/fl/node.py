@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from accord.data.federation import PartyData
-from accord.errors import InputError
+from accord.errors import InputError, RefusedError
 from accord.fl.gate import GatePrivacy, ReleaseGate, SealedRelease
 from accord.fl.local_training import (
     LocalPlan,
@@ -247,7 +247,7 @@ class Node:
         """One later stage of a secure-aggregation round."""
         self._check_job(request.job_id)
         if self.secagg is None:
-            raise InputError(f"node {self.party!r}: this job runs no secure aggregation")
+            raise RefusedError(f"node {self.party!r}: this job runs no secure aggregation")
         answer = self.secagg.step(request.round, request.stage, request.payload)
         if request.stage != "masked_input":
             return self._release_protocol(request.round, answer)

@@ -4,6 +4,7 @@ party decrypts the sum, steps the strategy itself and ends with the same model."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -167,3 +168,25 @@ def test_ckks_composes_with_dp_sgd(write_job: JobWriter, tmp_path: Path) -> None
 
     charges = PrivacyLedger(tmp_path / "homes" / "party-1").charges()
     assert [c.round for c in charges if c.release_kind == "update"] == [1]
+
+
+def test_the_gate_lets_an_encrypted_update_leave_alone_and_only_from_its_party() -> None:
+    from accord.errors import RefusedError as Refused
+    from accord.fl.gate import ReleaseGate
+    from accord.fl.messages import COORDINATOR, Release, ReleaseKind
+    from accord.fl.node_ckks import CkksUpdate
+    from accord.protect.ckks import AGGREGATION, encrypt_vector
+
+    keys = CkksKeySet.generate(AGGREGATION)
+    gate = ReleaseGate("party-1")
+
+    def update(payload: object, **extra: Any) -> Release:
+        return Release(kind=ReleaseKind.UPDATE, job_id="j", round=1, sender="party-1",
+                       recipient=COORDINATOR, payload=payload, **extra)  # fmt: skip
+
+    mine = CkksUpdate("party-1", encrypt_vector(keys, [0.5, -0.25]))
+    assert gate.release(update(mine)).release.payload is mine
+    with pytest.raises(Refused, match="names another sender"):
+        gate.release(update(CkksUpdate("party-2", mine.vector)))
+    with pytest.raises(Refused, match="may carry nothing else"):
+        gate.release(update(mine, scalars={"num_examples": 10.0}))

@@ -25,6 +25,7 @@ def run_demo(out: Path, homes_root: Path | None) -> None:
     )
     with round_progress(simulation.job.job.rounds, 0) as on_round:
         outcome = execute_run(simulation, run_dir, False, on_round, replace=True)
+    assert outcome.result.params is not None  # the demo job is not a CKKS job
     federated = evaluate_on_parties(simulation, outcome.result.params)
     table = Table(title="Each hospital alone vs. together (test accuracy)")
     for column in (

@@ -57,6 +57,10 @@ def run(job: Path, out: Path | None, resume: bool, node_homes: Path | None, quie
     last = outcome.result.records[-1] if outcome.result.records else {}
     metrics = headline_metrics(last)
     print(f"report: {outcome.run_dir.report_file}")
+    if outcome.result.params is None:
+        from accord.fl.runner import ckks_model_file
+
+        print(f"model: {ckks_model_file(simulation)} (in the CKKS key holder's node home)")
     if "accuracy" in metrics:
         print(f"test accuracy {metrics['accuracy']:.4f}")
 

@@ -21,6 +21,7 @@ from accord.fl.node import Node, NodeConfig
 from accord.fl.node_home import NodeHome
 from accord.fl.simulation import Simulation, local_plan
 from accord.fl.strategies import build_strategy
+from accord.protect.config import ProtectionConfig
 from accord.transport.inprocess import InProcessTransport
 
 POOLED = "pooled"
@@ -32,6 +33,8 @@ def _train_single(sim: Simulation, party: PartyData, home: NodeHome, tag: str) -
         update={
             "sampling": sim.job.sampling.model_copy(update={"mode": "all", "min_parties": 1}),
             "evaluation": sim.job.evaluation.model_copy(update={"federated": False}),
+            # One party alone: nothing to aggregate, so nothing to protect.
+            "protection": ProtectionConfig(),
         }
     )
     job_id = f"{sim.job_id}-{tag}"
@@ -49,7 +52,9 @@ def _train_single(sim: Simulation, party: PartyData, home: NodeHome, tag: str) -
     coordinator = Coordinator(
         job, job_id, [party.name], InProcessTransport([node.endpoint()]), strategy, sim.initial
     )
-    return coordinator.run().params
+    params = coordinator.run().params
+    assert params is not None  # an unprotected run ends with the coordinator's model
+    return params
 
 
 def train_alone(sim: Simulation, party_name: str) -> torch.Tensor:

@@ -31,6 +31,8 @@ from accord.transport.base import Transport
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from accord.protect.ckks import PublicContext
+
 _CLIENT_DP = "client_dp."  # prefix of the DP-FedAvg state in the checkpoint
 
 ServerEvaluator = Callable[[torch.Tensor], dict[str, float]]
@@ -39,7 +41,8 @@ RoundCallback = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    params: torch.Tensor
+    params: torch.Tensor | None
+    """The final global model; None under CKKS, where the coordinator never holds one."""
     records: list[dict[str, Any]]
     loop_seconds: float
 
@@ -90,12 +93,15 @@ class Coordinator:
         # Secure aggregation checks every party's signatures with the coordinator's own
         # copy of the roster's public keys.
         self.roster_keys = dict(roster_keys or {})
-        if job.protection.enabled and set(self.roster_keys) != set(self.parties):
+        if job.protection.secagg and set(self.roster_keys) != set(self.parties):
             raise InputError("secure aggregation needs every party's public key in the roster")
         # A DP job's sampling and central noise come from the coordinator's own secure
         # generator (a fresh key, never the job seed: whoever holds the job file could
         # otherwise tell who was sampled, or subtract the noise).
         self.secure_random = SecureGenerator.fresh() if job.privacy.enabled else None
+        # Under CKKS: the public context from the key setup (never a secret key). The
+        # coordinator's params then stay the public initial model; it never learns another.
+        self.ckks_public: PublicContext | None = None
         self.client_dp: ClientDpAggregator | None = None
         if job.privacy.client_level:
             assert self.secure_random is not None
@@ -104,6 +110,8 @@ class Coordinator:
             )
 
     def restore(self, checkpoint: Checkpoint) -> None:
+        if self.job.protection.ckks:
+            raise InputError("a CKKS job cannot be resumed: its keys live only in memory")
         self.params = checkpoint.global_params.clone()
         strategy_state = dict(checkpoint.strategy_state)
         if self.client_dp is not None:
@@ -152,7 +160,9 @@ class Coordinator:
             record = self.run_round(round_number)
             self.records.append(record)
             self.completed_rounds = round_number
-            if self.run_dir is not None:
+            if self.run_dir is not None and self.job.protection.ckks:
+                self.run_dir.append_metrics(record)  # no model to checkpoint, no resume
+            elif self.run_dir is not None:
                 tick = time.perf_counter()
                 self.run_dir.save_checkpoint(
                     Checkpoint(round_number, self.params, self.server_state(), self.records),
@@ -162,7 +172,8 @@ class Coordinator:
                 self.run_dir.append_metrics(record)
             if on_round is not None:
                 on_round(record)
-        return RunResult(self.params, self.records, time.perf_counter() - start)
+        final = None if self.job.protection.ckks else self.params
+        return RunResult(final, self.records, time.perf_counter() - start)
 
     def server_state(self) -> dict[str, torch.Tensor]:
         """The strategy's state, and the adaptive clipping norm of a DP-FedAvg job."""
@@ -186,10 +197,12 @@ class Coordinator:
                 f"sampling.min_parties = {min_parties}; raise sampling.rate or lower min_parties"
             )
         lr = job.training.lr_at(round_number, job.job.rounds)
+        if job.protection.ckks:
+            return self._ckks_round(round_number, lr, sampled, seconds)
         extras = self.strategy.configure_round(round_number, self.params)
         clip_norm = self.client_dp.clip_norm if self.client_dp is not None else None
         request = TrainRequest(self.job_id, round_number, self.params, lr, extras, clip_norm)
-        if self.job.protection.enabled:
+        if self.job.protection.secagg:
             return self._secure_round(round_number, lr, sampled, request, seconds, tick)
         exchange = self.transport.exchange({party: request for party in sampled})
         seconds["train"] = time.perf_counter() - tick
@@ -292,11 +305,47 @@ class Coordinator:
         record.update({"train_loss": None, "protection": "secagg"})
         return self._evaluate_if_due(round_number, record, seconds)
 
+    def _ckks_round(
+        self, round_number: int, lr: float, sampled: list[str], seconds: dict[str, float]
+    ) -> dict[str, Any]:
+        """A CKKS round: the coordinator adds encrypted updates (equal weights) and every
+        party decrypts the sum and steps the strategy itself; the coordinator's model and
+        strategy do not move."""
+        from accord.fl.ckks_round import ckks_round, setup_keys
+
+        record: dict[str, Any] = {"round": round_number, "lr": lr}
+        if self.ckks_public is None:
+            key_holder = self.job.protection.key_holder
+            assert key_holder is not None
+            setup = setup_keys(self.transport, self.job_id, self.parties, key_holder, self.params)
+            self.ckks_public = setup.public
+            seconds["key_setup"] = setup.seconds
+            record.update({"key_setup_bytes_down": setup.bytes_down,
+                           "key_setup_bytes_up": setup.bytes_up})  # fmt: skip
+        request = TrainRequest(self.job_id, round_number, None, lr)
+        outcome = ckks_round(
+            self.transport, self.ckks_public, self.job_id, round_number, self.parties,
+            {party: request for party in sampled}, self.job.sampling.min_parties,
+        )  # fmt: skip
+        seconds["train"] = outcome.train_seconds
+        seconds["aggregate"] = outcome.aggregate_seconds
+        seconds["apply"] = outcome.apply_seconds
+        record.update({
+            "sampled": list(outcome.added), "refused": outcome.failed,
+            "bytes_down": outcome.bytes_down, "bytes_up": outcome.bytes_up,
+            "train_loss": None, "protection": "ckks",
+        })  # fmt: skip
+        return self._evaluate_if_due(round_number, record, seconds)
+
     def evaluate(self, round_number: int, params: torch.Tensor) -> dict[str, Any]:
-        """Federated evaluation on every party's own test split (and the server set)."""
+        """Federated evaluation on every party's own test split (and the server set).
+
+        Under CKKS each node evaluates its own copy of the model, and the coordinator,
+        which holds none, cannot score the server-side test set."""
         out: dict[str, Any] = {}
+        ckks = self.job.protection.ckks
         if self.job.evaluation.federated:
-            request = EvaluateRequest(self.job_id, round_number, params)
+            request = EvaluateRequest(self.job_id, round_number, None if ckks else params)
             exchange = self.transport.exchange({party: request for party in self.parties})
             replies = [exchange.replies[p] for p in self.parties if p in exchange.replies]
             out["federated"] = combine_metrics(replies)
@@ -305,6 +354,8 @@ class Coordinator:
                 out["refused_metrics"] = dict(exchange.failed)
             out["eval_bytes_down"] = exchange.bytes_down
             out["eval_bytes_up"] = exchange.bytes_up
-        if self.server_evaluator is not None:
+        if self.server_evaluator is not None and ckks:
+            out["server_test_skipped"] = "CKKS: the coordinator holds no model to score"
+        elif self.server_evaluator is not None:
             out["server_test"] = self.server_evaluator(params)
         return out

@@ -42,20 +42,24 @@ _ALLOWED_CONTENT: Mapping[ReleaseKind, tuple[frozenset[str], frozenset[str]]] = 
 
 
 def _payload_types(kind: ReleaseKind) -> tuple[type, ...]:
-    """The secure-aggregation messages a release of ``kind`` may carry (none: no payload).
+    """The protection messages a release of ``kind`` may carry (none: no payload).
 
-    A masked update is the update itself (charged as one); every other protocol message
-    holds keys, commitments, encrypted shares or signatures, nothing derived from data.
+    A masked or CKKS-encrypted update is the update itself (charged as one); every other
+    protocol message holds keys, commitments, encrypted shares, signatures, sealed key sets
+    or acknowledgements, nothing derived from data.
     """
+    from accord.fl import node_ckks as ckks
+
     if kind is ReleaseKind.UPDATE:
         from accord.protect.messages import MaskedInput
 
-        return (MaskedInput,)
+        return (MaskedInput, ckks.CkksUpdate)
     if kind is ReleaseKind.PROTOCOL:
         from accord.protect import messages
 
         return (messages.Advertisement, messages.Confirmation, messages.KeyShares,
-                messages.SurvivorSignature, messages.UnmaskResponse)  # fmt: skip
+                messages.SurvivorSignature, messages.UnmaskResponse,
+                ckks.CkksHello, ckks.CkksKeyDelivery, ckks.CkksAck)  # fmt: skip
     return ()
 
 

@@ -41,7 +41,9 @@ class TrainRequest:
 
     job_id: str
     round: int
-    global_params: torch.Tensor
+    global_params: torch.Tensor | None
+    """None under CKKS after round 1: the coordinator has no model; each node trains from
+    its own copy."""
     lr: float
     extras: Mapping[str, torch.Tensor] = field(default_factory=dict)
     """Strategy state the node needs, e.g. SCAFFOLD's server control variate ``c``."""
@@ -50,7 +52,8 @@ class TrainRequest:
 
     @property
     def nbytes(self) -> int:
-        return tensor_bytes({"global": self.global_params, **self.extras})
+        sent = {} if self.global_params is None else {"global": self.global_params}
+        return tensor_bytes({**sent, **self.extras})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +62,20 @@ class EvaluateRequest:
 
     job_id: str
     round: int
-    params: torch.Tensor
+    params: torch.Tensor | None
+    """None under CKKS: each node evaluates its own copy of the global model."""
 
     @property
     def nbytes(self) -> int:
+        if self.params is None:
+            return 0
         return self.params.numel() * self.params.element_size()
 
 
 @dataclass(frozen=True, slots=True)
 class ProtocolRequest:
-    """One stage of a secure-aggregation round: the coordinator's broadcast to a party."""
+    """One stage of a secure-aggregation round or of a CKKS job's key setup or round: the
+    coordinator's message to a party."""
 
     job_id: str
     round: int

@@ -6,6 +6,7 @@ serves simulation (in-process transport) and deployment (network transport).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from accord.fl.messages import (
     Request,
     TrainRequest,
 )
+from accord.fl.node_ckks import NodeCkks, ckks_model_path
 from accord.fl.node_home import NodeHome
 from accord.fl.node_metrics import (
     CustomEvaluate,
@@ -54,6 +56,13 @@ from accord.transport.base import NodeEndpoint
 
 if TYPE_CHECKING:
     from dp_accounting import DpEvent
+
+
+def _global(request: TrainRequest) -> torch.Tensor:
+    """The model a train request starts from (a CKKS node fills in its own copy first)."""
+    assert request.global_params is not None, "checked when the request arrived"
+    return request.global_params
+
 
 CustomTrain = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]], float]
 
@@ -89,6 +98,7 @@ class Node:
         privacy: GatePrivacy | None = None,
         dp_plan: NodeDpPlan | None = None,
         secagg: NodeSecAgg | None = None,
+        ckks: NodeCkks | None = None,
     ) -> None:
         if len(data.y_train) == 0:
             raise InputError(f"party {party!r} has no training rows; check its data")
@@ -99,6 +109,7 @@ class Node:
         self.gate = ReleaseGate(party, privacy)
         self.dp_plan = dp_plan
         self.secagg = secagg
+        self.ckks = ckks
         self._update_plan: NodeDpPlan | None = None
         if isinstance(dp_plan, ClientDpNodePlan):
             # Accepting a DP-FedAvg job charges all its rounds (sampled or not) at once.
@@ -150,6 +161,16 @@ class Node:
 
     def _train(self, request: TrainRequest) -> SealedRelease:
         self._check_job(request.job_id)
+        if self.ckks is not None:
+            # Under CKKS the coordinator has no model: train from this node's own copy.
+            if request.global_params is not None:
+                raise InputError(
+                    f"node {self.party!r}: a CKKS job's train request carries no model; "
+                    "this node trains from its own copy"
+                )
+            request = dataclasses.replace(request, global_params=self.ckks.current_model())
+        if request.global_params is None:
+            raise InputError(f"node {self.party!r}: the train request carries no model")
         self.model.load(request.global_params)
         tensors: dict[str, torch.Tensor] = {}
         plan = self.dp_plan
@@ -176,11 +197,24 @@ class Node:
         plan: NodeDpPlan | None,
     ) -> SealedRelease:
         """The update, or under secure aggregation the round's signed key advertisement:
-        the update itself then leaves only masked, at the protocol's masked-input stage."""
+        the update itself then leaves only masked, at the protocol's masked-input stage.
+        Under CKKS the update leaves encrypted, with nothing in the clear beside it."""
+        if self.ckks is not None:
+            encrypted = self.ckks.encrypt(tensors["delta"])
+            return self.gate.release(
+                Release(
+                    kind=ReleaseKind.UPDATE, job_id=self.config.job_id, round=request.round,
+                    sender=self.party, recipient=COORDINATOR, payload=encrypted,
+                    payload_nbytes=encrypted.nbytes,
+                    dataset=plan.dataset if plan else None,
+                    dp_event=plan.round_event if plan else None,
+                    adversary=plan.adversary.value if plan else None,
+                )
+            )  # fmt: skip
         if self.secagg is not None:
             self._update_plan = plan
             advertisement = self.secagg.advertise(
-                request.round, request.global_params, tensors["delta"], self.secure_random
+                request.round, _global(request), tensors["delta"], self.secure_random
             )
             return self._release_protocol(request.round, advertisement)
         return self.gate.release(
@@ -204,10 +238,10 @@ class Node:
         else:
             result = train_local(
                 self.model, self.x_train, self.y_train, self.config.plan, request.lr,
-                global_params=request.global_params, shuffle_rng=self._shuffle_rng(request.round),
+                global_params=_global(request), shuffle_rng=self._shuffle_rng(request.round),
             )  # fmt: skip
             mean_loss, steps = result.mean_loss, result.steps
-        tensors["delta"] = self.model.flat - request.global_params
+        tensors["delta"] = self.model.flat - _global(request)
         return mean_loss, steps
 
     def _train_client_dp(self, request: TrainRequest, plan: ClientDpNodePlan) -> SealedRelease:
@@ -244,8 +278,10 @@ class Node:
         return self._release_update(request, tensors, scalars, plan)
 
     def _protocol(self, request: ProtocolRequest) -> SealedRelease:
-        """One later stage of a secure-aggregation round."""
+        """One later stage of a secure-aggregation round, or of a CKKS job."""
         self._check_job(request.job_id)
+        if self.ckks is not None:
+            return self._ckks_protocol(request)
         if self.secagg is None:
             raise RefusedError(f"node {self.party!r}: this job runs no secure aggregation")
         answer = self.secagg.step(request.round, request.stage, request.payload)
@@ -262,6 +298,26 @@ class Node:
                 adversary=plan.adversary.value if plan else None,
             )
         )  # fmt: skip
+
+    def _ckks_protocol(self, request: ProtocolRequest) -> SealedRelease:
+        """The CKKS key setup, or applying a round's encrypted sum to this node's model."""
+        ckks = self.ckks
+        assert ckks is not None
+        if request.stage != "ckks_apply":
+            answer = ckks.step(request.stage, request.payload, self.secure_random)
+            return self._release_protocol(request.round, answer)
+        answer = ckks.apply(request.round, request.payload)
+        if ckks.is_key_holder:
+            # The recipient that holds the key keeps the model: the coordinator never does.
+            from accord.fileio import save_tensors_atomic
+
+            save_tensors_atomic(
+                ckks_model_path(self.home.path, self.config.job_id),
+                self.model.state_dict(ckks.current_model()),
+                {"job_id": self.config.job_id, "rounds": str(request.round)},
+                mode=0o600,
+            )
+        return self._release_protocol(request.round, answer)
 
     def _release_protocol(self, round_number: int, message: Any) -> SealedRelease:
         return self.gate.release(
@@ -309,13 +365,13 @@ class Node:
     ) -> tuple[float, int]:
         """SCAFFOLD: gradients corrected by (c - c_i); c_i is updated and kept here."""
         server_control = request.extras["control"]
-        own_control = self._own_control(request.round, request.global_params)
+        own_control = self._own_control(request.round, _global(request))
         result = train_local(
             self.model, self.x_train, self.y_train, self.config.plan, request.lr,
-            global_params=request.global_params, shuffle_rng=self._shuffle_rng(request.round),
+            global_params=_global(request), shuffle_rng=self._shuffle_rng(request.round),
             correction=server_control - own_control,
         )  # fmt: skip
-        delta = self.model.flat - request.global_params
+        delta = self.model.flat - _global(request)
         # c_i+ is the mean uncorrected local gradient. With plain SGD this equals option II,
         # c_i - c + (x - y_i) / (K lr); unlike that formula it stays right with momentum,
         # which moves the model about 1 / (1 - momentum) times further.
@@ -346,7 +402,7 @@ class Node:
                       plan.steps_per_round, training.momentum, training.weight_decay),
             request.lr, self.secure_random,
         )  # fmt: skip
-        tensors["delta"] = self.model.flat - request.global_params
+        tensors["delta"] = self.model.flat - _global(request)
 
     def _own_control(self, round_number: int, like: torch.Tensor) -> torch.Tensor:
         """SCAFFOLD's c_i as of the round before this one (zero at first)."""
@@ -358,7 +414,16 @@ class Node:
     def _evaluate(self, request: EvaluateRequest) -> SealedRelease:
         self._check_job(request.job_id)
         dataset = self._metrics_dataset()
-        self.model.load(request.params)
+        params = request.params
+        if self.ckks is not None:
+            if params is not None:
+                raise InputError(
+                    f"node {self.party!r}: a CKKS job's evaluate request carries no model"
+                )
+            params = self.ckks.current_model()
+        if params is None:
+            raise InputError(f"node {self.party!r}: the evaluate request carries no model")
+        self.model.load(params)
         epsilon = self.config.metrics_epsilon
         module, x, y = self.model.module, self.x_test, self.y_test
         event: DpEvent | None = None

@@ -80,6 +80,11 @@ def prepare_run(
                 f"{run_dir.path}: exists and is not a run folder; it will not be replaced, "
                 "choose another --out"
             )
+    if resume and job.protection.ckks:
+        raise InputError(
+            "a CKKS job cannot be resumed: its keys lived only in the nodes' memory; "
+            "start a new run"
+        )
     run_id = run_dir.read_run_id() if resume else None
     simulation = build_simulation(
         job, job_path.resolve().parent, homes_root, run_dir, run_id=run_id
@@ -111,17 +116,23 @@ def execute_run(
     finally:
         # Also when a run stops early (a node out of budget): say what it spent.
         write_privacy_summary(run_dir, privacy_summary(simulation.nodes))
-    named = simulation.model.state_dict(result.params)
-    run_dir.write_model(
-        named,
-        {
-            "job_id": simulation.job_id,
-            "rounds": str(coordinator.completed_rounds),
-            "model_kind": simulation.job.model.kind,
-        },
-    )
+    summary: dict[str, Any] = {}
+    if result.params is not None:
+        named = simulation.model.state_dict(result.params)
+        run_dir.write_model(
+            named,
+            {
+                "job_id": simulation.job_id,
+                "rounds": str(coordinator.completed_rounds),
+                "model_kind": simulation.job.model.kind,
+            },
+        )
+    else:
+        # CKKS: the coordinator never held the model; the key holder's node wrote it.
+        summary["model_held_by"] = str(ckks_model_file(simulation))
     run_dir.write_summary(
         {
+            **summary,
             "job_id": simulation.job_id,
             "rounds_completed": coordinator.completed_rounds,
             "loop_seconds": result.loop_seconds,
@@ -134,6 +145,15 @@ def execute_run(
 
     write_report(run_dir)
     return RunOutcome(run_dir, simulation, result)
+
+
+def ckks_model_file(simulation: Simulation) -> Path:
+    """Where a CKKS job's final model is: in the key holder's node home."""
+    from accord.fl.node_ckks import ckks_model_path
+
+    holder = simulation.job.protection.key_holder
+    node = next(n for n in simulation.nodes if n.party == holder)
+    return ckks_model_path(node.home.path, simulation.job_id)
 
 
 def run_job(

@@ -22,6 +22,7 @@ from accord.fl.coordinator import Coordinator, ServerEvaluator
 from accord.fl.gate import GatePrivacy
 from accord.fl.local_training import LocalPlan, evaluate_model
 from accord.fl.node import CustomTrain, Node, NodeConfig
+from accord.fl.node_ckks import NodeCkks
 from accord.fl.node_home import NodeHome, default_home
 from accord.fl.node_metrics import CustomEvaluate
 from accord.fl.node_privacy import NodeDpPlan, plan_node_privacy
@@ -211,7 +212,12 @@ def build_nodes(
                 dp_plan=dp_plan,
                 secagg=(
                     NodeSecAgg(job, job_id, party.name, home.path, names)
-                    if job.protection.enabled
+                    if job.protection.secagg
+                    else None
+                ),
+                ckks=(
+                    NodeCkks(job, job_id, party.name, home.path, names)
+                    if job.protection.ckks
                     else None
                 ),
             )
@@ -237,9 +243,12 @@ def node_privacy(
 
 
 def check_protection(job: Job, job_id: str, parties: Sequence[str]) -> None:
-    """Refuse a protected job that secure aggregation cannot run (exit code 2)."""
+    """Refuse a protected job that secure aggregation or CKKS cannot run (exit code 2)."""
     from accord.fl.node_secagg import secagg_params
 
+    if job.protection.ckks:
+        check_ckks(job, parties)
+        return
     if job.strategy.name == "scaffold":
         raise InputError(
             'protection.mode = "secagg" with strategy "scaffold": its control variates '
@@ -252,6 +261,27 @@ def check_protection(job: Job, job_id: str, parties: Sequence[str]) -> None:
         )
     # The settings must give the stated security and dropout tolerance for the roster.
     secagg_params(job, job_id, 1, parties, 1)
+
+
+def check_ckks(job: Job, parties: Sequence[str]) -> None:
+    """Refuse a CKKS job that this release cannot run (exit code 2)."""
+    key_holder = job.protection.key_holder
+    if key_holder not in parties:
+        raise JobFileError(
+            f"protection.key_holder = {key_holder!r} is not a party of this job "
+            f"(parties: {list(parties)})"
+        )
+    if job.strategy.name == "scaffold":
+        raise InputError(
+            'protection.mode = "ckks" with strategy "scaffold": its control variates are per '
+            "party and would leave unprotected; use another strategy"
+        )
+    if job.privacy.mode == "dpfedavg":
+        raise InputError(
+            'protection.mode = "ckks" with privacy.mode = "dpfedavg" is not supported yet: '
+            "the coordinator cannot add the noise to a sum it never decrypts; use "
+            '"dpsgd" or protection.mode = "secagg"'
+        )
 
 
 def build_simulation(

@@ -7,7 +7,6 @@ serves simulation (in-process transport) and deployment (network transport).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,25 +45,16 @@ from accord.fl.node_privacy import (
     metrics_dataset,
 )
 from accord.fl.node_secagg import NodeSecAgg
+from accord.fl.node_training import CustomTrain, NodeTraining, start_model
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
 from accord.node_secrets import open_node_generator
 from accord.privacy.events import Adversary
 from accord.secure_random import SecureGenerator
-from accord.seeds import SeedTag, seeded
 from accord.transport.base import NodeEndpoint
 
 if TYPE_CHECKING:
     from dp_accounting import DpEvent
-
-
-def _global(request: TrainRequest) -> torch.Tensor:
-    """The model a train request starts from (a CKKS node fills in its own copy first)."""
-    assert request.global_params is not None, "checked when the request arrived"
-    return request.global_params
-
-
-CustomTrain = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +73,7 @@ class NodeConfig:
     metrics_loss_bound: float = 10.0
 
 
-class Node:
+class Node(NodeTraining):
     """Answers train and evaluate requests through its release gate."""
 
     def __init__(
@@ -214,7 +204,7 @@ class Node:
         if self.secagg is not None:
             self._update_plan = plan
             advertisement = self.secagg.advertise(
-                request.round, _global(request), tensors["delta"], self.secure_random
+                request.round, start_model(request), tensors["delta"], self.secure_random
             )
             return self._release_protocol(request.round, advertisement)
         return self.gate.release(
@@ -238,10 +228,10 @@ class Node:
         else:
             result = train_local(
                 self.model, self.x_train, self.y_train, self.config.plan, request.lr,
-                global_params=_global(request), shuffle_rng=self._shuffle_rng(request.round),
+                global_params=start_model(request), shuffle_rng=self._shuffle_rng(request.round),
             )  # fmt: skip
             mean_loss, steps = result.mean_loss, result.steps
-        tensors["delta"] = self.model.flat - _global(request)
+        tensors["delta"] = self.model.flat - start_model(request)
         return mean_loss, steps
 
     def _train_client_dp(self, request: TrainRequest, plan: ClientDpNodePlan) -> SealedRelease:
@@ -331,85 +321,6 @@ class Node:
     def _metrics_dataset(self) -> str:
         privacy = self.gate.privacy
         return TRAIN_DATASET if privacy is None else metrics_dataset(privacy.settings)
-
-    def _shuffle_rng(self, round_number: int) -> np.random.Generator | None:
-        cfg = self.config
-        if not cfg.shuffle:
-            return None
-        return seeded(cfg.seed, SeedTag.SHUFFLE, cfg.party_index, round_number)
-
-    def _train_custom(self, request: TrainRequest) -> float:
-        """The task's own train(); it gets the model and this round's settings."""
-        plan = self.config.plan
-        settings = {
-            "lr": request.lr,
-            "epochs": plan.epochs,
-            "steps": plan.steps,
-            "batch_size": plan.batch_size,
-            "round": request.round,
-        }
-        assert self.custom_train is not None
-        # The task's own randomness (dropout, its own shuffling) is then reproducible too.
-        cfg = self.config
-        rng = seeded(cfg.seed, SeedTag.TORCH, cfg.party_index, request.round)
-        settings["seed"] = torch_seed = int(rng.integers(2**62))
-        torch.manual_seed(torch_seed)
-        mean_loss = float(
-            self.custom_train(self.model.module, self.x_train, self.y_train, settings)
-        )
-        self.model.restore_grad_views()
-        return mean_loss
-
-    def _train_scaffold(
-        self, request: TrainRequest, tensors: dict[str, torch.Tensor]
-    ) -> tuple[float, int]:
-        """SCAFFOLD: gradients corrected by (c - c_i); c_i is updated and kept here."""
-        server_control = request.extras["control"]
-        own_control = self._own_control(request.round, _global(request))
-        result = train_local(
-            self.model, self.x_train, self.y_train, self.config.plan, request.lr,
-            global_params=_global(request), shuffle_rng=self._shuffle_rng(request.round),
-            correction=server_control - own_control,
-        )  # fmt: skip
-        delta = self.model.flat - _global(request)
-        # c_i+ is the mean uncorrected local gradient. With plain SGD this equals option II,
-        # c_i - c + (x - y_i) / (K lr); unlike that formula it stays right with momentum,
-        # which moves the model about 1 / (1 - momentum) times further.
-        assert result.mean_gradient is not None
-        new_control = result.mean_gradient
-        self.home.save_round_state(self.config.job_id, request.round, {"control": new_control})
-        tensors["delta"] = delta
-        tensors["control_delta"] = new_control - own_control
-        return result.mean_loss, result.steps
-
-    def _train_dpsgd(
-        self, request: TrainRequest, plan: DpSgdNodePlan, tensors: dict[str, torch.Tensor]
-    ) -> None:
-        """DP-SGD: charge the round's event first (once, never per step), then train.
-
-        Nothing else is released with the update: no row count (weights are fixed in a DP
-        job), no loss, no step count; each is data-derived and not covered by epsilon.
-        """
-        from accord.privacy.dpsgd import DpSgdPlan, train_dpsgd
-
-        self.gate.charge(
-            request.round, ReleaseKind.UPDATE, plan.dataset, plan.round_event, plan.adversary
-        )
-        training = self.config.plan
-        train_dpsgd(
-            self.model, self.x_train, self.y_train,
-            DpSgdPlan(plan.noise_multiplier, plan.clip_norm, plan.sample_rate,
-                      plan.steps_per_round, training.momentum, training.weight_decay),
-            request.lr, self.secure_random,
-        )  # fmt: skip
-        tensors["delta"] = self.model.flat - _global(request)
-
-    def _own_control(self, round_number: int, like: torch.Tensor) -> torch.Tensor:
-        """SCAFFOLD's c_i as of the round before this one (zero at first)."""
-        state = self.home.load_state_before(self.config.job_id, round_number)
-        if state is None:
-            return torch.zeros_like(like)
-        return state["control"]
 
     def _evaluate(self, request: EvaluateRequest) -> SealedRelease:
         self._check_job(request.job_id)

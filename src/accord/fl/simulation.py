@@ -21,12 +21,13 @@ from accord.fileio import load_tensors
 from accord.fl.coordinator import Coordinator, ServerEvaluator
 from accord.fl.gate import GatePrivacy
 from accord.fl.local_training import LocalPlan, evaluate_model
-from accord.fl.node import CustomTrain, Node, NodeConfig
+from accord.fl.node import Node, NodeConfig
 from accord.fl.node_ckks import NodeCkks
 from accord.fl.node_home import NodeHome, default_home
 from accord.fl.node_metrics import CustomEvaluate
 from accord.fl.node_privacy import NodeDpPlan, plan_node_privacy
 from accord.fl.node_secagg import NodeSecAgg
+from accord.fl.node_training import CustomTrain
 from accord.fl.provision import provision_identities
 from accord.fl.run_dir import RunDir
 from accord.fl.strategies import build_strategy

@@ -132,6 +132,13 @@ def test_the_run_folder_holds_no_model_the_key_holder_does(
     model_file = ckks_model_path(homes / "party-2", job_id)
     assert f"model: {model_file}" in result.out
     assert load_tensors(model_file)
+    # The key holder writes its own run folder and report, private in its node home.
+    own = model_file.parent / "run"
+    assert (own / "report.html").exists()
+    held, written = load_tensors(model_file), load_tensors(own / "model.safetensors")
+    assert held.keys() == written.keys()
+    assert all(torch.equal(held[name], written[name]) for name in held)
+    assert str(own / "report.html") in (run / "summary.json").read_text()
     resumed = invoke("run", str(job_file), "--out", str(run), "--resume", "--quiet",
                      "--node-homes", str(homes))  # fmt: skip
     assert resumed.code == 2 and "cannot be resumed" in resumed.err

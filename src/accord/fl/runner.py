@@ -128,8 +128,10 @@ def execute_run(
             },
         )
     else:
-        # CKKS: the coordinator never held the model; the key holder's node wrote it.
+        # CKKS: the coordinator never held the model; the key holder's node wrote it, and
+        # writes its own run folder and report beside it.
         summary["model_held_by"] = str(ckks_model_file(simulation))
+        summary["key_holder_report"] = str(write_key_holder_run(simulation, result.records))
     run_dir.write_summary(
         {
             **summary,
@@ -145,6 +147,31 @@ def execute_run(
 
     write_report(run_dir)
     return RunOutcome(run_dir, simulation, result)
+
+
+def write_key_holder_run(simulation: Simulation, records: list[dict[str, Any]]) -> Path:
+    """CKKS: the key holder's own run folder in its node home (private to its owner): the
+    job, the round records the coordinator released, the model only the parties hold, and
+    the report. The coordinator's run folder keeps only what the coordinator saw."""
+    from accord.report.html import write_report
+
+    holder = simulation.job.protection.key_holder
+    node = next(n for n in simulation.nodes if n.party == holder)
+    assert node.ckks is not None
+    folder = RunDir(ckks_model_file(simulation).parent / "run")
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_job(dump_job_toml(simulation.job))
+    folder.write_run_id(simulation.run_id)
+    folder.write_metrics(records)
+    folder.write_model(
+        simulation.model.state_dict(node.ckks.current_model()),
+        {"job_id": simulation.job_id, "rounds": str(len(records)),
+         "model_kind": simulation.job.model.kind, "written_by": str(holder)},
+    )  # fmt: skip
+    folder.write_summary({"job_id": simulation.job_id, "rounds_completed": len(records),
+                          "written_by": holder})  # fmt: skip
+    write_report(folder)
+    return folder.report_file
 
 
 def ckks_model_file(simulation: Simulation) -> Path:

@@ -154,3 +154,69 @@ def test_secure_aggregation_composes_with_differential_privacy(
     assert [c.round for c in charges if c.release_kind == "update" and c.round > 0] == [1]
     if "dpfedavg" in privacy:  # the sum is noised by the coordinator; who took part is hidden
         assert record["sampled"] is None and record["clip_norm"] == 1.0
+
+
+DISTRIBUTED = (
+    '\n[privacy]\nmode = "dpfedavg"\ntarget_epsilon = 4.0\nnoise_placement = "parties"\n'
+    "colluding_parties = 1\n"
+)
+
+
+def test_distributed_noise_runs_and_charges_zcdp_against_the_coordinator(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    from dp_accounting import ZCDpEvent
+
+    from accord.fl.node_privacy import privacy_summary
+    from accord.privacy.client_dp import PartiesNoise
+    from accord.privacy.ledger import PrivacyLedger
+
+    text = six_parties(write_job, rounds=2).replace("standardize = true", "standardize = false")
+    text = text.replace("min_parties = 1", "min_parties = 4")  # t = 4, c = 1: 3 honest
+    text += PROTECTED.replace('"secagg"\n', '"secagg"\nscale_bits = 16\n') + DISTRIBUTED
+    job = load_job(write_job(text, name="ddp.toml"))
+    simulation = build_simulation(job, tmp_path, tmp_path / "homes")
+    coordinator = simulation.coordinator
+    assert coordinator.client_dp is not None
+    assert isinstance(coordinator.client_dp.noise, PartiesNoise)  # it adds nothing
+    before = coordinator.params.clone()
+    records = coordinator.run().records
+    assert [r["protection"] for r in records] == ["secagg", "secagg"]
+    assert bool(torch.isfinite(coordinator.params).all())
+    assert not torch.equal(coordinator.params, before)
+    charges = PrivacyLedger(tmp_path / "homes" / "party-1").charges()
+    updates = [c for c in charges if c.release_kind == "update"]
+    # Charged per round taken part in (no charge of the whole job at acceptance).
+    assert [c.round for c in updates] == [1, 2]
+    assert all(isinstance(c.event, ZCDpEvent) for c in updates)
+    assert {c.adversary.value for c in updates} == {"coordinator_and_recipients"}
+    summary = privacy_summary(simulation.nodes)
+    assert summary is not None
+    figures = summary["parties"]["party-1"]
+    assert figures["adversary"] == "coordinator_and_recipients"
+    assert figures["accountant"] == "rdp"
+    assert figures["rounds_charged"] == 2
+    assert 0 < figures["epsilon"] <= 4.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("", 'needs protection.mode = "secagg"'),
+        (PROTECTED + "[privacy]\ncolluding_parties = 9\n", "colluding_parties"),
+    ],
+)
+def test_distributed_noise_is_refused_where_it_cannot_hold(
+    write_job: JobWriter, tmp_path: Path, extra: str, message: str
+) -> None:
+    from accord.errors import AccordError
+
+    text = six_parties(write_job, rounds=1).replace("standardize = true", "standardize = false")
+    privacy = DISTRIBUTED.replace("colluding_parties = 1\n", "")
+    if "colluding_parties = 9" in extra:
+        text += PROTECTED + privacy + "colluding_parties = 9\n"
+    else:
+        text += privacy
+    with pytest.raises((AccordError, ValueError), match=message):
+        job = load_job(write_job(text, name="refused.toml"))
+        build_simulation(job, tmp_path, tmp_path / "homes")

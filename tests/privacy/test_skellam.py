@@ -103,3 +103,27 @@ def test_the_ring_leaves_room_for_the_noise() -> None:
     noisy = choose_ring_bits(1.0, 2.0**16, 5, noise_bound=sk.noise_tail_bound(5 * 1e12, 100))
     assert noisy > plain
     assert 2 ** (noisy - 1) > 5 * (2**16 + 1) + sk.noise_tail_bound(5 * 1e12, 100)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"mode": "dpsgd", "noise_multiplier": 1.0}, 'needs privacy.mode = "dpfedavg"'),
+        (
+            {"mode": "dpfedavg", "noise_multiplier": 1.0, "adaptive_clipping": True},
+            "adaptive_clipping",
+        ),
+    ],
+)
+def test_noise_placement_parties_is_refused_outside_fixed_clip_dpfedavg(
+    fields: dict[str, object], message: str
+) -> None:
+    from pydantic import ValidationError
+
+    from accord.privacy.config import PrivacyConfig
+
+    with pytest.raises(ValidationError, match=message):
+        PrivacyConfig.model_validate({**fields, "noise_placement": "parties"})
+    with pytest.raises(ValidationError, match="colluding_parties"):
+        PrivacyConfig.model_validate({"mode": "dpfedavg", "noise_multiplier": 1.0,
+                                      "colluding_parties": 1})  # fmt: skip

@@ -220,3 +220,22 @@ def test_distributed_noise_is_refused_where_it_cannot_hold(
     with pytest.raises((AccordError, ValueError), match=message):
         job = load_job(write_job(text, name="refused.toml"))
         build_simulation(job, tmp_path, tmp_path / "homes")
+
+
+def test_the_honest_parties_never_exceed_what_a_lying_coordinator_can_isolate(
+    write_job: JobWriter,
+) -> None:
+    from accord.privacy.skellam import isolated_sum_floor, skellam_settings
+
+    text = six_parties(write_job, rounds=1).replace("standardize = true", "standardize = false")
+    text = text.replace("min_parties = 1", "min_parties = 4")
+    job = load_job(write_job(text + PROTECTED + DISTRIBUTED, name="floor.toml"))
+    # Six parties: t - c = 3, and the graph's floor is 3 too (see the threat model).
+    assert isolated_sum_floor(job, 6) == 3
+    assert skellam_settings(job, 6).honest_parties == 3
+    # Twenty: a sparse graph where a lying coordinator can isolate 2 honest inputs.
+    assert isolated_sum_floor(job, 20) == 2
+    small, large = skellam_settings(job, 6), skellam_settings(job, 20)
+    assert large.honest_parties == 2
+    assert large.honest_variance == pytest.approx(small.honest_variance)
+    assert large.party_variance > small.party_variance

@@ -120,7 +120,7 @@ def client_dp_settings(job: Job, num_parties: int) -> ClientDpSettings:
     if privacy.distributed_noise:
         from accord.privacy.skellam import skellam_settings
 
-        skellam = skellam_settings(job)
+        skellam = skellam_settings(job, num_parties)
         z = skellam.noise_multiplier
     elif privacy.noise_multiplier is not None:
         z = privacy.noise_multiplier

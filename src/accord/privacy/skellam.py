@@ -25,8 +25,10 @@ Who must be honest: calibration for t survivors minus c colluders
 Secure aggregation unmasks a sum only when at least ``t = sampling.min_parties`` parties
 survive the round. Up to ``c = privacy.colluding_parties`` of them may collude with the
 coordinator and subtract their own noise. The sum then still carries the noise of at least
-``t - c`` honest parties, ``Sk((t - c) mu)``. Each party adds ``Sk(mu)`` with ``mu`` chosen so
-that ``Sk((t - c) mu)`` meets the target (:func:`calibrate_party_variance`).
+``h = t - c`` honest parties, ``Sk(h mu)``; ``h`` is lowered to the secure-aggregation floor
+when a coordinator that lies about dropouts could isolate a sum of fewer honest inputs
+(:func:`isolated_sum_floor`). Each party adds ``Sk(mu)`` with ``mu`` chosen so that
+``Sk(h mu)`` meets the target (:func:`calibrate_total_variance`, then divided by ``h``).
 
 Sensitivity (in quantized units, scale ``s = 2**scale_bits``)
 --------------------------------------------------------------
@@ -305,8 +307,38 @@ class SkellamSettings:
         return ZCDpEvent(self.rho)
 
 
-def skellam_settings(job: Job) -> SkellamSettings:
-    """The job's distributed-noise settings (refuses settings that cannot be honoured)."""
+def isolated_sum_floor(job: Job, roster_size: int) -> int:
+    """The fewest honest inputs in any sum a coordinator that lies about dropouts can get
+    unmasked, over every round size from ``min_parties`` to the roster: ``t - t1 + 1`` in
+    a sparse SecAgg+ graph, ``t - A`` in a complete one (``accord.protect.graph``)."""
+    from accord.errors import SecAggParameterError, SecAggTooFewError
+    from accord.protect.graph_params import choose_graph_params
+
+    protection, t = job.protection, job.sampling.min_parties
+    floor = roster_size
+    for n in range(max(3, t), roster_size + 1):
+        try:
+            graph = choose_graph_params(
+                n, roster_size=roster_size, gamma=protection.max_corrupt_fraction,
+                delta=protection.max_dropout_fraction, min_parties=t, strict=False,
+            )  # fmt: skip
+        except (SecAggParameterError, SecAggTooFewError):
+            continue  # no round of this size can run
+        if graph.complete:
+            floor = min(floor, graph.threshold - graph.corrupt)
+        else:
+            floor = min(floor, graph.threshold - graph.max_corrupt_neighbours + 1)
+    return floor
+
+
+def skellam_settings(job: Job, roster_size: int) -> SkellamSettings:
+    """The job's distributed-noise settings for a roster of ``roster_size`` parties
+    (refuses settings that cannot be honoured).
+
+    The honest parties whose noise every unmasked sum carries: ``t - c`` with ``t =
+    min_parties`` and ``c = colluding_parties``, and never more than the secure
+    aggregation floor of :func:`isolated_sum_floor` (a coordinator that claims live parties
+    dropped out can isolate a sum of that many honest inputs)."""
     privacy, protection = job.privacy, job.protection
     t, c = job.sampling.min_parties, privacy.colluding_parties
     if c >= t:
@@ -314,9 +346,10 @@ def skellam_settings(job: Job) -> SkellamSettings:
             f"privacy.colluding_parties = {c} must be below sampling.min_parties = {t}: the "
             "noise of at least one honest survivor must remain in every unmasked sum"
         )
+    honest = max(1, min(t - c, isolated_sum_floor(job, roster_size)))
     return _settings(
         privacy.target_epsilon, privacy.noise_multiplier, privacy.delta, job.job.rounds,
-        privacy.clip_norm, protection.scale, t - c,
+        privacy.clip_norm, protection.scale, honest,
     )  # fmt: skip
 
 

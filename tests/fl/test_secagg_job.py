@@ -239,3 +239,29 @@ def test_the_honest_parties_never_exceed_what_a_lying_coordinator_can_isolate(
     assert large.honest_parties == 2
     assert large.honest_variance == pytest.approx(small.honest_variance)
     assert large.party_variance > small.party_variance
+
+
+def test_each_party_adds_its_skellam_share_in_the_ring(write_job: JobWriter) -> None:
+    import math
+
+    import numpy as np
+
+    from accord.fl.node_secagg import add_noise_share
+    from accord.privacy.skellam import skellam_settings
+    from accord.protect import dequantize_sum
+    from accord.secure_random import SecureGenerator
+
+    text = six_parties(write_job, rounds=1).replace("standardize = true", "standardize = false")
+    text = text.replace("min_parties = 1", "min_parties = 4")
+    text += PROTECTED.replace('"secagg"\n', '"secagg"\nscale_bits = 8\n')
+    text += DISTRIBUTED.replace("target_epsilon = 4.0", "noise_multiplier = 0.05")
+    job = load_job(write_job(text, name="share.toml"))
+    mu = skellam_settings(job, 6).party_variance
+    assert mu == pytest.approx((0.05 * 256) ** 2 / 3)  # (z S s)^2 over 3 honest parties
+    n, ring_bits = 100_000, 40
+    zero = np.zeros(n, dtype=np.uint64)
+    noisy = add_noise_share(job, 6, zero, ring_bits, SecureGenerator(bytes(32)))
+    x = dequantize_sum(noisy, 1.0, ring_bits)  # the centred lift: the noise itself
+    z = 4.8916  # two-sided, false alarm 1e-6
+    assert abs(x.mean()) <= z * math.sqrt(mu / n)
+    assert abs(x.var() - mu) <= z * math.sqrt((2 * mu**2 + mu) / n)

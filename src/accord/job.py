@@ -175,6 +175,12 @@ class Job(BaseModel):
                 'privacy.mode = "dpfedavg" needs Poisson client sampling (its accounting '
                 'assumes it): use sampling.mode = "poisson" with sampling.rate, or "all"'
             )
+        if self.privacy.distributed_noise and not self.protection.secagg:
+            raise ValueError(
+                'privacy.noise_placement = "parties" needs protection.mode = "secagg": each '
+                "party's noise is too small to protect its update alone; only the masked sum "
+                "carries enough"
+            )
         return self
 
     def job_id(self) -> str:

@@ -154,3 +154,114 @@ def test_secure_aggregation_composes_with_differential_privacy(
     assert [c.round for c in charges if c.release_kind == "update" and c.round > 0] == [1]
     if "dpfedavg" in privacy:  # the sum is noised by the coordinator; who took part is hidden
         assert record["sampled"] is None and record["clip_norm"] == 1.0
+
+
+DISTRIBUTED = (
+    '\n[privacy]\nmode = "dpfedavg"\ntarget_epsilon = 4.0\nnoise_placement = "parties"\n'
+    "colluding_parties = 1\n"
+)
+
+
+def test_distributed_noise_runs_and_charges_zcdp_against_the_coordinator(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    from dp_accounting import ZCDpEvent
+
+    from accord.fl.node_privacy import privacy_summary
+    from accord.privacy.client_dp import PartiesNoise
+    from accord.privacy.ledger import PrivacyLedger
+
+    text = six_parties(write_job, rounds=2).replace("standardize = true", "standardize = false")
+    text = text.replace("min_parties = 1", "min_parties = 4")  # t = 4, c = 1: 3 honest
+    text += PROTECTED.replace('"secagg"\n', '"secagg"\nscale_bits = 16\n') + DISTRIBUTED
+    job = load_job(write_job(text, name="ddp.toml"))
+    simulation = build_simulation(job, tmp_path, tmp_path / "homes")
+    coordinator = simulation.coordinator
+    assert coordinator.client_dp is not None
+    assert isinstance(coordinator.client_dp.noise, PartiesNoise)  # it adds nothing
+    before = coordinator.params.clone()
+    records = coordinator.run().records
+    assert [r["protection"] for r in records] == ["secagg", "secagg"]
+    assert bool(torch.isfinite(coordinator.params).all())
+    assert not torch.equal(coordinator.params, before)
+    charges = PrivacyLedger(tmp_path / "homes" / "party-1").charges()
+    updates = [c for c in charges if c.release_kind == "update"]
+    # Charged per round taken part in (no charge of the whole job at acceptance).
+    assert [c.round for c in updates] == [1, 2]
+    assert all(isinstance(c.event, ZCDpEvent) for c in updates)
+    assert {c.adversary.value for c in updates} == {"coordinator_and_recipients"}
+    summary = privacy_summary(simulation.nodes)
+    assert summary is not None
+    figures = summary["parties"]["party-1"]
+    assert figures["adversary"] == "coordinator_and_recipients"
+    assert figures["accountant"] == "rdp"
+    assert figures["rounds_charged"] == 2
+    assert 0 < figures["epsilon"] <= 4.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("", 'needs protection.mode = "secagg"'),
+        (PROTECTED + "[privacy]\ncolluding_parties = 9\n", "colluding_parties"),
+    ],
+)
+def test_distributed_noise_is_refused_where_it_cannot_hold(
+    write_job: JobWriter, tmp_path: Path, extra: str, message: str
+) -> None:
+    from accord.errors import AccordError
+
+    text = six_parties(write_job, rounds=1).replace("standardize = true", "standardize = false")
+    privacy = DISTRIBUTED.replace("colluding_parties = 1\n", "")
+    if "colluding_parties = 9" in extra:
+        text += PROTECTED + privacy + "colluding_parties = 9\n"
+    else:
+        text += privacy
+    with pytest.raises((AccordError, ValueError), match=message):
+        job = load_job(write_job(text, name="refused.toml"))
+        build_simulation(job, tmp_path, tmp_path / "homes")
+
+
+def test_the_honest_parties_never_exceed_what_a_lying_coordinator_can_isolate(
+    write_job: JobWriter,
+) -> None:
+    from accord.privacy.skellam import isolated_sum_floor, skellam_settings
+
+    text = six_parties(write_job, rounds=1).replace("standardize = true", "standardize = false")
+    text = text.replace("min_parties = 1", "min_parties = 4")
+    job = load_job(write_job(text + PROTECTED + DISTRIBUTED, name="floor.toml"))
+    # Six parties: t - c = 3, and the graph's floor is 3 too (see the threat model).
+    assert isolated_sum_floor(job, 6) == 3
+    assert skellam_settings(job, 6).honest_parties == 3
+    # Twenty: a sparse graph where a lying coordinator can isolate 2 honest inputs.
+    assert isolated_sum_floor(job, 20) == 2
+    small, large = skellam_settings(job, 6), skellam_settings(job, 20)
+    assert large.honest_parties == 2
+    assert large.honest_variance == pytest.approx(small.honest_variance)
+    assert large.party_variance > small.party_variance
+
+
+def test_each_party_adds_its_skellam_share_in_the_ring(write_job: JobWriter) -> None:
+    import math
+
+    import numpy as np
+
+    from accord.fl.node_secagg import add_noise_share
+    from accord.privacy.skellam import skellam_settings
+    from accord.protect import dequantize_sum
+    from accord.secure_random import SecureGenerator
+
+    text = six_parties(write_job, rounds=1).replace("standardize = true", "standardize = false")
+    text = text.replace("min_parties = 1", "min_parties = 4")
+    text += PROTECTED.replace('"secagg"\n', '"secagg"\nscale_bits = 8\n')
+    text += DISTRIBUTED.replace("target_epsilon = 4.0", "noise_multiplier = 0.05")
+    job = load_job(write_job(text, name="share.toml"))
+    mu = skellam_settings(job, 6).party_variance
+    assert mu == pytest.approx((0.05 * 256) ** 2 / 3)  # (z S s)^2 over 3 honest parties
+    n, ring_bits = 100_000, 40
+    zero = np.zeros(n, dtype=np.uint64)
+    noisy = add_noise_share(job, 6, zero, ring_bits, SecureGenerator(bytes(32)))
+    x = dequantize_sum(noisy, 1.0, ring_bits)  # the centred lift: the noise itself
+    z = 4.8916  # two-sided, false alarm 1e-6
+    assert abs(x.mean()) <= z * math.sqrt(mu / n)
+    assert abs(x.var() - mu) <= z * math.sqrt((2 * mu**2 + mu) / n)

@@ -22,6 +22,8 @@ from accord.privacy.client_dp import (
     ClientDpAggregator,
     ClippedUpdate,
     CoordinatorNoise,
+    PartiesNoise,
+    SumNoise,
     client_dp_settings,
 )
 from accord.secure_random import SecureGenerator
@@ -105,9 +107,12 @@ class Coordinator:
         self.client_dp: ClientDpAggregator | None = None
         if job.privacy.client_level:
             assert self.secure_random is not None
-            self.client_dp = ClientDpAggregator(
-                client_dp_settings(job, len(self.parties)), CoordinatorNoise(self.secure_random)
+            noise: SumNoise = (
+                PartiesNoise()
+                if job.privacy.distributed_noise
+                else CoordinatorNoise(self.secure_random)
             )
+            self.client_dp = ClientDpAggregator(client_dp_settings(job, len(self.parties)), noise)
 
     def restore(self, checkpoint: Checkpoint) -> None:
         if self.job.protection.ckks:

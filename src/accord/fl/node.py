@@ -101,7 +101,7 @@ class Node(NodeTraining):
         self.secagg = secagg
         self.ckks = ckks
         self._update_plan: NodeDpPlan | None = None
-        if isinstance(dp_plan, ClientDpNodePlan):
+        if isinstance(dp_plan, ClientDpNodePlan) and not dp_plan.per_round:
             # Accepting a DP-FedAvg job charges all its rounds (sampled or not) at once.
             self.gate.charge_job(
                 dp_plan.settings.rounds, ReleaseKind.UPDATE, dp_plan.dataset,
@@ -245,9 +245,17 @@ class Node(NodeTraining):
                 f"node {self.party!r}: a DP-FedAvg train request must carry the round's "
                 "clipping norm"
             )
-        self.gate.charge_prepaid(
-            request.round, plan.settings.rounds, ReleaseKind.UPDATE, plan.dataset, plan.adversary
-        )
+        if plan.per_round:
+            # Distributed noise: the coordinator knows who takes part, so each round this
+            # node takes part in is charged, when it does, without amplification.
+            self.gate.charge(
+                request.round, ReleaseKind.UPDATE, plan.dataset, plan.round_event, plan.adversary
+            )
+        else:
+            self.gate.charge_prepaid(
+                request.round, plan.settings.rounds, ReleaseKind.UPDATE, plan.dataset,
+                plan.adversary,
+            )  # fmt: skip
         tensors: dict[str, torch.Tensor] = {}
         self._train_locally(request, tensors)
         clip_norm = request.clip_norm

@@ -67,6 +67,11 @@ class ClientDpNodePlan:
         return self.settings.noise_multiplier
 
     @property
+    def per_round(self) -> bool:
+        """Distributed noise: charged per round taken part in, not for the whole job."""
+        return self.settings.skellam is not None
+
+    @property
     def clip_norm(self) -> float:
         return self.settings.clip_norm
 
@@ -160,8 +165,13 @@ def _plan_client_dp(job: Job, num_parties: int) -> ClientDpNodePlan:
         dataset=TRAIN_DATASET,
         settings=settings,
         round_event=settings.record_event(),
-        # The coordinator adds the noise: it holds against the recipients only.
-        adversary=Adversary.RECIPIENTS_ONLY,
+        # The coordinator adds the noise: it holds against the recipients only. With
+        # distributed noise the parties add it before masking: against everyone.
+        adversary=(
+            Adversary.COORDINATOR_AND_RECIPIENTS
+            if settings.skellam is not None
+            else Adversary.RECIPIENTS_ONLY
+        ),
         delta=job.privacy.delta,
     )
 
@@ -191,7 +201,8 @@ def _check_plan_against_caps(
     counts there: only the rest is planned."""
     charges = ledger.charges(run_key)
     planned: dict[str, list[tuple[DpEvent, Adversary]]] = {}
-    if isinstance(plan, DpSgdNodePlan):
+    if isinstance(plan, DpSgdNodePlan) or (isinstance(plan, ClientDpNodePlan) and plan.per_round):
+        # Charged per round: plan the rounds not yet charged (the node may take part in all).
         charged = {c.round for c in charges if c.release_kind == "update"}
         remaining = job.job.rounds - len(charged)
         planned[plan.dataset] = [(plan.round_event, plan.adversary)] * remaining
@@ -235,6 +246,13 @@ def client_dp_epsilon(
     from accord.privacy.accounting import dpsgd_event, epsilon
 
     s = plan.settings
+    if s.skellam is not None:
+        from dp_accounting import SelfComposedDpEvent
+
+        event = (
+            s.party_event(rounds) if party_level else SelfComposedDpEvent(s.record_event(), rounds)
+        )
+        return epsilon(event, plan.delta, "rdp")  # zCDP events: RDP only
     sigma = s.noise_multiplier if party_level else s.noise_multiplier / 2
     return epsilon(dpsgd_event(sigma, s.sample_rate, rounds), plan.delta, accountant)
 
@@ -293,6 +311,16 @@ def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
                     [r, job_epsilon(plan, i + 1, "rdp")] for i, r in enumerate(updates)
                 ],
             })  # fmt: skip
+        elif plan.per_round:
+            # Distributed noise: no amplification by sampling is credited, so the rounds
+            # the node took part in are no secret to account for.
+            figures.update({
+                "rounds_charged": len(updates),
+                "party_epsilon": client_dp_epsilon(plan, len(updates), "rdp", party_level=True),
+                "epsilon_by_round_rdp": [
+                    [r, client_dp_epsilon(plan, i + 1, "rdp")] for i, r in enumerate(updates)
+                ],
+            })  # fmt: skip
         else:
             rounds = plan.settings.rounds
             # Not how often the party was sampled: whoever reads the run folder is a
@@ -337,4 +365,24 @@ def privacy_summary(nodes: Sequence[Node]) -> dict[str, Any] | None:
                 "(amplification by sampling is credited against recipients only)",
             ],
         })  # fmt: skip
+        if s.skellam is not None:
+            k = s.skellam
+            summary.update({
+                "mechanism": (
+                    f"DP-FedAvg with distributed Skellam noise (Agarwal, Kairouz and Liu 2021): "
+                    "each update clipped, quantized and noised on its node before secure "
+                    f"aggregation; noise calibrated for {k.honest_parties} honest survivors "
+                    "(sampling.min_parties minus privacy.colluding_parties)"
+                ),
+                "notes": [
+                    "epsilon is record-level (one record added or removed: sensitivity twice "
+                    "the clip norm, in quantized units 2 s S); each round a node takes part "
+                    f"in is charged ZCDpEvent(rho = {k.rho:.4g}) when it takes part, "
+                    "without amplification by sampling, composed with RDP",
+                    f"party-level epsilon: one whole party added or removed (rho = "
+                    f"{k.party_rho:.4g} per round)",
+                    "both hold against the coordinator and the recipients, as long as at "
+                    "most privacy.colluding_parties parties collude with the coordinator",
+                ],
+            })  # fmt: skip
     return summary

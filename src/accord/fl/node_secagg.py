@@ -47,6 +47,13 @@ def secagg_params(
 
     protection = job.protection
     roster = tuple(roster)
+    noise_bound = 0
+    if job.privacy.distributed_noise:
+        from accord.privacy.skellam import noise_tail_bound, skellam_settings
+
+        # Every party of the roster may add its noise share: P(wrap) <= 1e-9.
+        variance = len(roster) * skellam_settings(job, len(roster)).party_variance
+        noise_bound = noise_tail_bound(variance, vector_length)
     return SecAggParams(
         job_id=job_id,
         round=round_number,
@@ -54,9 +61,26 @@ def secagg_params(
         min_parties=job.sampling.min_parties,
         gamma=protection.max_corrupt_fraction,
         delta=protection.max_dropout_fraction,
-        ring_bits=choose_ring_bits(protection.clip_range, protection.scale, len(roster)),
+        ring_bits=choose_ring_bits(
+            protection.clip_range, protection.scale, len(roster), noise_bound=noise_bound
+        ),
         vector_length=vector_length,
     )
+
+
+def add_noise_share(
+    job: Job, roster_size: int, quantized: RingVector, ring_bits: int, rng: SecureGenerator
+) -> RingVector:
+    """This party's share of the distributed DP noise, Skellam of variance mu per
+    coordinate (:mod:`accord.privacy.skellam`), added to its quantized update in the ring,
+    before masking: the coordinator only ever sees it inside the masked sum."""
+    from accord.privacy.skellam import skellam, skellam_settings
+    from accord.protect.quantize import ring_mask, word_dtype
+
+    noise = skellam(rng, skellam_settings(job, roster_size).party_variance, quantized.size)
+    # Two's complement modulo 2**64, then modulo 2**k, as in quantize().
+    words = (quantized.astype(np.uint64) + noise.view(np.uint64)) & np.uint64(ring_mask(ring_bits))
+    return words.astype(word_dtype(ring_bits))
 
 
 @dataclass
@@ -102,6 +126,10 @@ class NodeSecAgg:
             update.detach().double().numpy(), protection.clip_range, protection.scale,
             params.ring_bits, rng,
         )  # fmt: skip
+        if self.job.privacy.distributed_noise:
+            quantized = add_noise_share(
+                self.job, len(self.parties), quantized, params.ring_bits, rng
+            )
         session = SecAggNode(
             params, self.party, self.identity.private_key, self.roster_keys,
             model_hash(global_params), rng,

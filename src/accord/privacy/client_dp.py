@@ -14,10 +14,14 @@ learning with adaptive clipping"). Each round:
    the count stays hidden). With adaptive clipping the count of unclipped updates gets
    noise sigma_b and moves S geometrically toward the target quantile.
 
-Who adds the noise is a separate piece (:class:`SumNoise`): here the coordinator
+Who adds the noise is a separate piece (:class:`SumNoise`): the coordinator
 (:class:`CoordinatorNoise`, a trusted aggregator, so epsilon holds against the recipients
-only). The protection issue moves it to the parties under secure aggregation without
-changing the rest.
+only), or, with ``privacy.noise_placement = "parties"`` under secure aggregation, the
+parties themselves (:class:`PartiesNoise`: each adds Skellam noise to its quantized update
+before masking, :mod:`accord.privacy.skellam`, and the coordinator adds nothing; epsilon
+then holds against the coordinator too, and each node charges a ``ZCDpEvent`` for each
+round it takes part in, without amplification by sampling: the coordinator knows who
+took part).
 
 Accounting. The round's whole mechanism (sum and count together) is a Gaussian mechanism
 of noise multiplier z at the party level (Andrew et al., Theorem 1:
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
     from dp_accounting import DpEvent
 
     from accord.job import Job
+    from accord.privacy.skellam import SkellamSettings
     from accord.secure_random import SecureGenerator
 
 DEFAULT_TARGET_QUANTILE = 0.5
@@ -74,6 +79,8 @@ class ClientDpSettings:
     clip_learning_rate: float
     clipped_count_stddev: float
     """sigma_b: noise on the count of unclipped updates (0 without adaptive clipping)."""
+    skellam: SkellamSettings | None = None
+    """Distributed noise (noise_placement = "parties"): the parties' Skellam shares."""
 
     @property
     def update_noise_multiplier(self) -> float:
@@ -87,12 +94,18 @@ class ClientDpSettings:
         """One round as each node's ledger charges it (record-level adjacency)."""
         from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent
 
+        if self.skellam is not None:
+            return self.skellam.record_event()
         return PoissonSampledDpEvent(self.sample_rate, GaussianDpEvent(self.noise_multiplier / 2))
 
     def party_event(self, rounds: int) -> DpEvent:
         """``rounds`` rounds at the party level: one whole party added or removed."""
         from accord.privacy.accounting import dpsgd_event
 
+        if self.skellam is not None:
+            from dp_accounting import SelfComposedDpEvent, ZCDpEvent
+
+            return SelfComposedDpEvent(ZCDpEvent(self.skellam.party_rho), rounds)
         return dpsgd_event(self.noise_multiplier, self.sample_rate, rounds)
 
 
@@ -103,7 +116,13 @@ def client_dp_settings(job: Job, num_parties: int) -> ClientDpSettings:
     assert sampling.mode != "count", "DP-FedAvg's accounting assumes Poisson sampling"
     sample_rate = 1.0 if sampling.mode == "all" else float(sampling.rate or 0.0)
     rounds = job.job.rounds
-    if privacy.noise_multiplier is not None:
+    skellam = None
+    if privacy.distributed_noise:
+        from accord.privacy.skellam import skellam_settings
+
+        skellam = skellam_settings(job, num_parties)
+        z = skellam.noise_multiplier
+    elif privacy.noise_multiplier is not None:
         z = privacy.noise_multiplier
     else:
         assert privacy.target_epsilon is not None
@@ -135,6 +154,7 @@ def client_dp_settings(job: Job, num_parties: int) -> ClientDpSettings:
         target_quantile=privacy.target_quantile or DEFAULT_TARGET_QUANTILE,
         clip_learning_rate=privacy.clip_learning_rate or DEFAULT_CLIP_LEARNING_RATE,
         clipped_count_stddev=count_stddev,
+        skellam=skellam,
     )
 
 
@@ -176,6 +196,19 @@ class CoordinatorNoise:
 
     def add_scalar(self, total: float, std: float) -> float:
         return total + float(self.rng.normal(1, std)[0])
+
+
+class PartiesNoise:
+    """Distributed noise: every party added its share to its own masked update, so the
+    coordinator adds nothing (and need not be trusted)."""
+
+    adversary = Adversary.COORDINATOR_AND_RECIPIENTS
+
+    def add(self, total: torch.Tensor, std: float) -> torch.Tensor:
+        return total
+
+    def add_scalar(self, total: float, std: float) -> float:
+        return total
 
 
 @dataclass(frozen=True, slots=True)

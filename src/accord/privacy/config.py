@@ -52,6 +52,15 @@ class PrivacyConfig(BaseModel):
     clipped_count_stddev: float | None = Field(default=None, gt=0)
     """dpfedavg, adaptive: noise on the count of unclipped updates (default: expected
     parties per round / 20, as Andrew et al. 2021)."""
+    noise_placement: Literal["coordinator", "parties"] = "coordinator"
+    """dpfedavg: who adds the noise. "coordinator" (trusted: epsilon holds against the
+    recipients only) or "parties" (distributed Skellam noise, each party noising its own
+    quantized update before masking; needs protection.mode = "secagg"; epsilon holds
+    against the coordinator and the recipients)."""
+    colluding_parties: int = Field(default=0, ge=0)
+    """noise_placement = "parties": c, how many parties may collude with the coordinator
+    and subtract their own noise. The noise is calibrated so that any min_parties - c
+    honest survivors carry the target."""
 
     @model_validator(mode="after")
     def _one_noise_setting(self) -> Self:
@@ -69,7 +78,24 @@ class PrivacyConfig(BaseModel):
                 raise ValueError(f"privacy.{given[0]} needs privacy.adaptive_clipping = true")
         elif self.mode != "dpfedavg":
             raise ValueError('privacy.adaptive_clipping needs privacy.mode = "dpfedavg"')
+        if self.distributed_noise:
+            if self.mode != "dpfedavg":
+                raise ValueError(
+                    'privacy.noise_placement = "parties" needs privacy.mode = "dpfedavg"'
+                )
+            if self.adaptive_clipping:
+                raise ValueError(
+                    'privacy.noise_placement = "parties" with adaptive_clipping: the clipped-count '
+                    "bit has no distributed noise yet; use a fixed clip_norm"
+                )
+        elif self.colluding_parties:
+            raise ValueError('privacy.colluding_parties needs privacy.noise_placement = "parties"')
         return self
+
+    @property
+    def distributed_noise(self) -> bool:
+        """DP-FedAvg whose noise every party adds to its own update (Skellam)."""
+        return self.noise_placement == "parties"
 
     @property
     def enabled(self) -> bool:

@@ -75,21 +75,29 @@ def ring_mask(ring_bits: int) -> int:
 
 
 def choose_ring_bits(
-    clip_range: float, scale: float, n_parties: int, max_ring_bits: int = MAX_RING_BITS
+    clip_range: float,
+    scale: float,
+    n_parties: int,
+    max_ring_bits: int = MAX_RING_BITS,
+    noise_bound: int = 0,
 ) -> int:
     """The smallest ``k`` for which the sum of ``n_parties`` clipped inputs never wraps.
 
     The sum of quantized coordinates is bounded by ``n*(floor(c*s) + 1)`` (module
     docstring), so ``k = bound.bit_length() + 1`` gives ``bound <= 2**(k-1) - 1``: the
-    probability of wrap-around is exactly 0. Raises :class:`InputError` when that needs
-    more than ``max_ring_bits`` bits (lower the scale or the clip range).
+    probability of wrap-around is exactly 0. With distributed DP noise in the sum,
+    ``noise_bound`` is a bound on its largest coordinate that fails with probability at
+    most 1e-9 (:func:`accord.privacy.skellam.noise_tail_bound`); it is added to the
+    bound, and the probability of wrap-around is then at most 1e-9. Raises
+    :class:`InputError` when that needs more than ``max_ring_bits`` bits (lower the scale
+    or the clip range).
     """
     _check_positive_finite(clip_range, "clip_range")
     _check_positive_finite(scale, "scale")
     if isinstance(n_parties, bool) or not isinstance(n_parties, int) or n_parties < 1:
         raise ValueError(f"n_parties must be a positive int, got {n_parties!r}")
     per_party = math.floor(float(clip_range) * float(scale)) + 1
-    bound = n_parties * per_party
+    bound = n_parties * per_party + int(noise_bound)
     bits = bound.bit_length() + 1
     if bits > min(max_ring_bits, MAX_RING_BITS):
         raise InputError(

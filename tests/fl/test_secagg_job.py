@@ -265,3 +265,22 @@ def test_each_party_adds_its_skellam_share_in_the_ring(write_job: JobWriter) -> 
     z = 4.8916  # two-sided, false alarm 1e-6
     assert abs(x.mean()) <= z * math.sqrt(mu / n)
     assert abs(x.var() - mu) <= z * math.sqrt((2 * mu**2 + mu) / n)
+
+
+def test_a_dpfedavg_round_sampled_too_small_for_a_secure_sum_is_skipped(
+    write_job: JobWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = six_parties(write_job, rounds=2).replace("standardize = true", "standardize = false")
+    text += PROTECTED + '\n[privacy]\nmode = "dpfedavg"\nnoise_multiplier = 1.0\n'
+    simulation = build_simulation(load_job(write_job(text, name="small.toml")), tmp_path,
+                                  tmp_path / "homes")  # fmt: skip
+    coordinator = simulation.coordinator
+    # Poisson sampling drew two parties in round 1: no secure sum is possible with two.
+    draws = {1: PARTIES[:2], 2: PARTIES}
+    monkeypatch.setattr(coordinator, "sample", lambda round_number: draws[round_number])
+    before = coordinator.params.clone()
+    first = coordinator.run_round(1)
+    assert first["skipped"] == "too few parties sampled for a secure sum"
+    assert first["sampled"] is None and torch.equal(coordinator.params, before)
+    second = coordinator.run_round(2)
+    assert "skipped" not in second and not torch.equal(coordinator.params, before)

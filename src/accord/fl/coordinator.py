@@ -277,7 +277,24 @@ class Coordinator:
         """A round under secure aggregation: the coordinator learns only the sum of the
         survivors' updates, every party weighted equally (a row count would need its own
         release), and steps the strategy with their mean."""
-        from accord.fl.secure_round import secure_sum
+        from accord.fl.secure_round import secure_sum, too_few_for_a_sum
+
+        if self.client_dp is not None:
+            too_few = too_few_for_a_sum(
+                self.job, self.job_id, round_number, self.parties, len(sampled)
+            )
+            if too_few is not None:
+                # Poisson sampling may leave a round too small for a secure sum: it is
+                # skipped before any message (no release, no charge beyond the plan's).
+                # Its reason names no party and no count: both would tell who was sampled.
+                record: dict[str, Any] = {
+                    "round": round_number, "lr": lr, "protection": "secagg",
+                    "skipped": "too few parties sampled for a secure sum",
+                    "sampled": None, "refused": None, "bytes_down": None, "bytes_up": None,
+                    "contacted": None, "quantization_error_bound": None, "train_loss": None,
+                    "clip_norm": self.client_dp.clip_norm,
+                }  # fmt: skip
+                return self._evaluate_if_due(round_number, record, seconds)
 
         outcome = secure_sum(
             self.transport, self.job, self.job_id, round_number, self.parties,
@@ -287,7 +304,7 @@ class Coordinator:
         seconds["protocol"] = outcome.protocol_seconds
         tick = time.perf_counter()
         total = torch.from_numpy(outcome.total)
-        record: dict[str, Any] = {"round": round_number, "lr": lr}
+        record = {"round": round_number, "lr": lr}
         if self.client_dp is not None:
             record["clip_norm"] = self.client_dp.clip_norm
             # Each node clipped its own update; the sum arrives without the individual ones.

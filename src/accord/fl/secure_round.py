@@ -46,6 +46,26 @@ class SecureSum:
     """The five later exchanges and the unmasking: the protocol's own cost."""
 
 
+def too_few_for_a_sum(
+    job: Job, job_id: str, round_number: int, roster: Sequence[str], sampled: int
+) -> str | None:
+    """Why a round of ``sampled`` parties cannot give a secure sum at all (None: it can).
+
+    Checked before anyone is contacted, so a DP-FedAvg round that Poisson sampling left
+    too small can be skipped without a single message: fewer than ``min_parties``, fewer
+    than 3, or too few for the graph's threshold even with no dropout.
+    """
+    from accord.errors import SecAggParameterError
+
+    if sampled < job.sampling.min_parties:
+        return f"{sampled} parties sampled, fewer than sampling.min_parties"
+    try:
+        secagg_params(job, job_id, round_number, roster, 1).graph_params_for(sampled)
+    except (SecAggParameterError, SecAggAbortedError) as why:
+        return str(why)
+    return None
+
+
 def secure_sum(
     transport: Transport,
     job: Job,

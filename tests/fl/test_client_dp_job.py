@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from dp_accounting import SelfComposedDpEvent
 
 from accord.errors import InputError, RefusedError
@@ -128,3 +129,17 @@ def test_dpfedavg_refuses_scaffold_and_samples_from_a_secure_generator(
     # (Four parties at rate 0.75 over 40 rounds agree by chance with probability < 1e-20.)
     draws = [[c.sample(r) for r in range(1, 41)] for c in (first, second)]
     assert draws[0] != draws[1]
+
+
+def test_a_dpfedavg_round_that_samples_nobody_steps_with_noise_alone(
+    write_job: JobWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulation = build_simulation(load_job(client_dp_job(write_job, rounds=1)), tmp_path,
+                                  tmp_path / "homes")  # fmt: skip
+    coordinator = simulation.coordinator
+    monkeypatch.setattr(coordinator, "sample", lambda round_number: [])
+    before = coordinator.params.clone()
+    record = coordinator.run_round(1)
+    # Poisson sampling drew no one: the mean is the coordinator's noise over m, as always.
+    assert record["train_loss"] is None and record["sampled"] is None
+    assert not torch.equal(coordinator.params, before)

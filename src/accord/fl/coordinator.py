@@ -62,8 +62,11 @@ def combine_metrics(replies: Sequence[Release]) -> dict[str, float]:
 
 
 def released_train_loss(replies: Sequence[Release]) -> float | None:
-    """Row-weighted mean training loss, where nodes release it (not in DP jobs)."""
-    if not all("train_loss" in r.scalars and "num_examples" in r.scalars for r in replies):
+    """Row-weighted mean training loss, where nodes release it (not in DP jobs; none in a
+    DP-FedAvg round that sampled nobody)."""
+    if not replies or not all(
+        "train_loss" in r.scalars and "num_examples" in r.scalars for r in replies
+    ):
         return None
     rows = sum(r.scalars["num_examples"] for r in replies)
     return sum(r.scalars["train_loss"] * r.scalars["num_examples"] for r in replies) / rows

@@ -26,18 +26,12 @@ from accord.fl.node_ckks import (
     CkksKeyRelay,
     CkksUpdate,
 )
-from accord.transport.base import Transport
+from accord.transport.base import Exchange, Transport
 
 if TYPE_CHECKING:
     import torch
 
     from accord.protect.ckks import PublicContext
-
-
-@dataclass
-class Traffic:
-    bytes_down: int = 0
-    bytes_up: int = 0
 
 
 @dataclass
@@ -64,7 +58,7 @@ class CkksRound:
 
 
 def _exchange_all(
-    transport: Transport, requests: Mapping[str, Request], what: str, traffic: Traffic
+    transport: Transport, requests: Mapping[str, Request], what: str, traffic: Exchange
 ) -> dict[str, Release]:
     """Every party must answer: otherwise stop, saying who did not and why."""
     done = transport.exchange(requests)
@@ -94,7 +88,7 @@ def setup_keys(
     from accord.protect.ckks import PublicContext
 
     tick = time.perf_counter()
-    traffic = Traffic()
+    traffic = Exchange()  # the stages' bytes, added up
     nbytes = initial.numel() * initial.element_size()
     hello = ProtocolRequest(job_id, SETUP_ROUND, "ckks_hello", initial, nbytes)
     replies = _exchange_all(transport, {p: hello for p in parties}, "key setup", traffic)
@@ -163,7 +157,7 @@ def ckks_round(
     tick = time.perf_counter()
     aggregate = CkksAggregate(total, len(updates))
     apply = ProtocolRequest(job_id, round_number, "ckks_apply", aggregate, aggregate.nbytes)
-    traffic = Traffic()
+    traffic = Exchange()
     _exchange_all(transport, {p: apply for p in parties}, f"round {round_number}", traffic)
     outcome.bytes_down += traffic.bytes_down
     outcome.bytes_up += traffic.bytes_up

@@ -35,6 +35,13 @@ if TYPE_CHECKING:
 
     from accord.protect.ckks import PublicContext
 
+# A DP-FedAvg round's record leaves these out (None): each tells who, or how many, were
+# sampled, and amplification by sampling holds only if recipients never learn it.
+_HIDDEN_BY_SAMPLING = {"sampled": None, "refused": None, "bytes_down": None, "bytes_up": None}
+# Under secure aggregation also the parties contacted and the error bound (n / scale).
+_HIDDEN_BY_SECURE_SAMPLING = {**_HIDDEN_BY_SAMPLING, "contacted": None,
+                              "quantization_error_bound": None}  # fmt: skip
+
 _CLIENT_DP = "client_dp."  # prefix of the DP-FedAvg state in the checkpoint
 
 ServerEvaluator = Callable[[torch.Tensor], dict[str, float]]
@@ -243,8 +250,7 @@ class Coordinator:
             # Who was sampled stays with the trusted coordinator: the amplification by
             # sampling that the epsilon credits holds only if recipients never learn it, nor
             # how many (the bytes count them) nor who failed (only a sampled party can).
-            record.update({"sampled": None, "refused": None, "bytes_down": None,
-                           "bytes_up": None})  # fmt: skip
+            record.update(_HIDDEN_BY_SAMPLING)
         else:
             self.params = self.strategy.aggregate(round_number, self.params, updates)
             record.update({
@@ -280,24 +286,21 @@ class Coordinator:
         """A round under secure aggregation: the coordinator learns only the sum of the
         survivors' updates, every party weighted equally (a row count would need its own
         release), and steps the strategy with their mean."""
-        from accord.fl.secure_round import secure_sum, too_few_for_a_sum
+        from accord.fl.secure_round import secure_sum, secure_sum_possible
 
-        if self.client_dp is not None:
-            too_few = too_few_for_a_sum(
-                self.job, self.job_id, round_number, self.parties, len(sampled)
-            )
-            if too_few is not None:
-                # Poisson sampling may leave a round too small for a secure sum: it is
-                # skipped before any message (no release, no charge beyond the plan's).
-                # Its reason names no party and no count: both would tell who was sampled.
-                record: dict[str, Any] = {
-                    "round": round_number, "lr": lr, "protection": "secagg",
-                    "skipped": "too few parties sampled for a secure sum",
-                    "sampled": None, "refused": None, "bytes_down": None, "bytes_up": None,
-                    "contacted": None, "quantization_error_bound": None, "train_loss": None,
-                    "clip_norm": self.client_dp.clip_norm,
-                }  # fmt: skip
-                return self._evaluate_if_due(round_number, record, seconds)
+        if self.client_dp is not None and not secure_sum_possible(
+            self.job, self.job_id, round_number, self.parties, len(sampled)
+        ):
+            # Poisson sampling may leave a round too small for a secure sum: it is skipped
+            # before any message (no release, no charge beyond the plan's). Its reason
+            # names no party and no count: both would tell who was sampled.
+            record: dict[str, Any] = {
+                "round": round_number, "lr": lr, "protection": "secagg",
+                "skipped": "too few parties sampled for a secure sum",
+                **_HIDDEN_BY_SECURE_SAMPLING, "train_loss": None,
+                "clip_norm": self.client_dp.clip_norm,
+            }  # fmt: skip
+            return self._evaluate_if_due(round_number, record, seconds)
 
         outcome = secure_sum(
             self.transport, self.job, self.job_id, round_number, self.parties,
@@ -314,9 +317,7 @@ class Coordinator:
             mean_delta = self.client_dp.noisy_mean_of_sum(total, 0.0, self.params.dtype)
             # As in DP-FedAvg without protection: nothing that counts the sampled parties
             # (the error bound is n / scale).
-            record.update({"sampled": None, "refused": None, "bytes_down": None,
-                           "bytes_up": None, "contacted": None,
-                           "quantization_error_bound": None})  # fmt: skip
+            record.update(_HIDDEN_BY_SECURE_SAMPLING)
         else:
             mean_delta = (total / len(outcome.survivors)).to(self.params.dtype)
             record.update({

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from accord.errors import SecAggAbortedError
+from accord.errors import SecAggAbortedError, SecAggParameterError
 from accord.fl.messages import ProtocolRequest, Release, Request
 from accord.fl.node_secagg import STAGES, model_hash, secagg_params
 from accord.job import Job
@@ -46,24 +46,23 @@ class SecureSum:
     """The five later exchanges and the unmasking: the protocol's own cost."""
 
 
-def too_few_for_a_sum(
+def secure_sum_possible(
     job: Job, job_id: str, round_number: int, roster: Sequence[str], sampled: int
-) -> str | None:
-    """Why a round of ``sampled`` parties cannot give a secure sum at all (None: it can).
+) -> bool:
+    """Whether a round of ``sampled`` parties can give a secure sum at all.
 
     Checked before anyone is contacted, so a DP-FedAvg round that Poisson sampling left
-    too small can be skipped without a single message: fewer than ``min_parties``, fewer
-    than 3, or too few for the graph's threshold even with no dropout.
+    too small can be skipped without a single message: not with fewer than
+    ``min_parties``, fewer than 3, or too few for the graph's threshold even with no
+    dropout.
     """
-    from accord.errors import SecAggParameterError
-
     if sampled < job.sampling.min_parties:
-        return f"{sampled} parties sampled, fewer than sampling.min_parties"
+        return False
     try:
         secagg_params(job, job_id, round_number, roster, 1).graph_params_for(sampled)
-    except (SecAggParameterError, SecAggAbortedError) as why:
-        return str(why)
-    return None
+    except (SecAggParameterError, SecAggAbortedError):
+        return False
+    return True
 
 
 def secure_sum(

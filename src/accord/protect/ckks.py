@@ -202,26 +202,22 @@ class CkksKeySet:
 
     def public_bytes(self) -> bytes:
         """The public context (parameters, public key for ``public-key``): safe to send."""
-        raw = self.context.serialize(
-            save_public_key=self.params.encryption == "public-key",
-            save_secret_key=False,
-            save_galois_keys=False,
-            save_relin_keys=False,
-        )
-        header = {"params": self.params.to_json(), "key_id": self.key_id}
-        return pack_frame("public-context", header, [raw])
+        return self._frame("public-context", with_secret_key=False)
 
     def secret_bytes(self) -> bytes:
         """The whole key set with the secret key: only ever inside :func:`seal_secret_key`
         or a mode-600 file of a key holder."""
+        return self._frame("secret-key-set", with_secret_key=True)
+
+    def _frame(self, kind: str, *, with_secret_key: bool) -> bytes:
         raw = self.context.serialize(
             save_public_key=self.params.encryption == "public-key",
-            save_secret_key=True,
+            save_secret_key=with_secret_key,
             save_galois_keys=False,
             save_relin_keys=False,
         )
         header = {"params": self.params.to_json(), "key_id": self.key_id}
-        return pack_frame("secret-key-set", header, [raw])
+        return pack_frame(kind, header, [raw])
 
     @classmethod
     def from_secret_bytes(cls, data: bytes, what: str = "CKKS key set") -> CkksKeySet:

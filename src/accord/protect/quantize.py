@@ -33,12 +33,15 @@ could do anyway by sending a wrong update).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from accord.errors import InputError, SecAggParameterError
-from accord.secure_random import SecureGenerator
+
+if TYPE_CHECKING:
+    from accord.secure_random import SecureGenerator
 
 __all__ = [
     "MAX_RING_BITS",

@@ -127,8 +127,9 @@ def expand_mask(seed: bytes, length: int, ring_bits: int) -> RingVector:
     Words are 4 bytes for rings of at most 32 bits and 8 bytes otherwise; a uniform word
     reduced by a power-of-two mask is uniform modulo ``2**k``.
     """
-    words = _keystream_words(seed, length, word_dtype(ring_bits)).copy()
-    words &= words.dtype.type(ring_mask(ring_bits))
+    dtype = word_dtype(ring_bits)
+    words = _keystream_words(seed, length, dtype, _KeystreamBuffer(length * dtype.itemsize))
+    words &= dtype.type(ring_mask(ring_bits))
     return words
 
 
@@ -142,8 +143,10 @@ def add_masks(values: RingVector, masks: Sequence[tuple[bytes, int]], ring_bits:
     """
     dtype = word_dtype(ring_bits)
     total = np.array(values, dtype=dtype, copy=True)
+    # One buffer for every mask: the keystream is written into it, not allocated per mask.
+    buffer = _KeystreamBuffer(total.size * dtype.itemsize)
     for seed, sign in masks:
-        words = _keystream_words(seed, total.size, dtype)
+        words = _keystream_words(seed, total.size, dtype, buffer)
         if sign > 0:
             total += words
         elif sign < 0:
@@ -154,16 +157,31 @@ def add_masks(values: RingVector, masks: Sequence[tuple[bytes, int]], ring_bits:
     return total
 
 
+class _KeystreamBuffer:
+    """Zeros to encrypt and a writable output for ``nbytes`` of keystream, reused."""
+
+    def __init__(self, nbytes: int) -> None:
+        if nbytes < 0:
+            raise ValueError("length must be non-negative")
+        self.zeros = bytes(nbytes)
+        # update_into wants room for one more block than it writes.
+        self.out = bytearray(nbytes + 64)
+        self.nbytes = nbytes
+
+
 def _keystream_words(
-    seed: bytes, length: int, dtype: np.dtype[np.unsignedinteger]
+    seed: bytes, length: int, dtype: np.dtype[np.unsignedinteger], buffer: _KeystreamBuffer
 ) -> npt.NDArray[np.unsignedinteger]:
-    """The first ``length`` little-endian words of ChaCha20(seed), read-only."""
+    """The first ``length`` little-endian words of ChaCha20(seed), written into ``buffer``
+    (so valid until the buffer's next use)."""
     if len(seed) != SEED_BYTES:
         raise ValueError(f"a mask seed must be {SEED_BYTES} bytes")
-    if length < 0:
-        raise ValueError("length must be non-negative")
+    if length * dtype.itemsize != buffer.nbytes:
+        raise ValueError("the keystream buffer does not match the length")
     encryptor = Cipher(algorithms.ChaCha20(seed, _ZERO_NONCE), mode=None).encryptor()
     # Encrypting zeros yields the raw keystream.
-    keystream = encryptor.update(bytes(length * dtype.itemsize))
-    words: npt.NDArray[np.unsignedinteger] = np.frombuffer(keystream, dtype=dtype.newbyteorder("<"))
+    encryptor.update_into(buffer.zeros, buffer.out)
+    words: npt.NDArray[np.unsignedinteger] = np.frombuffer(
+        buffer.out, dtype=dtype.newbyteorder("<"), count=length
+    )
     return words

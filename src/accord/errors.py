@@ -29,6 +29,13 @@ class                     exit  meaning
                                 message
 ``EnvelopeError``         3     an end-to-end envelope failed authentication or names a
                                 different sender, recipient, job or round
+``AgreementFileError``    2     an agreement or its signature file is missing, is not
+                                valid TOML, or has an unknown clause or a bad value
+``AgreementRefusedError`` 3     the agreement is not in force (unsigned, a bad signature,
+                                outside its window) or a job breaks one of its clauses;
+                                the message names the clause
+``AgreementRevokedError`` 3     a signatory withdrew the agreement (carries the signed
+                                revocation, so the other nodes can be told)
 ========================  ====  ==========================================================
 
 Messages name the file or field at fault and what to do about it.
@@ -102,3 +109,19 @@ class SecAggTamperError(SecAggAbortedError):
 
 class EnvelopeError(SecAggTamperError):
     """An envelope failed authentication, or names another sender, recipient, job or round."""
+
+
+class AgreementFileError(InputError):
+    """An agreement or its signature file is missing, malformed, or has an unknown clause."""
+
+
+class AgreementRefusedError(RefusedError):
+    """The agreement is not in force, or a job breaks one of its clauses (named)."""
+
+
+class AgreementRevokedError(AgreementRefusedError):
+    """A signatory withdrew the agreement; ``revocation`` is its signed withdrawal."""
+
+    def __init__(self, message: str, revocation: object) -> None:
+        super().__init__(message)
+        self.revocation = revocation

@@ -34,6 +34,11 @@ class JobSection(BaseModel):
     rounds: int = Field(ge=1, le=100_000)
     threads: int | None = Field(default=None, ge=1, le=256)
     """torch's intra-op thread count; bit-for-bit reproducibility needs the same count."""
+    purpose: str | None = Field(default=None, min_length=1, max_length=300)
+    """What the job is for; under an agreement it must be one of the agreement's purposes."""
+    agreement: str | None = None
+    """The agreement the job runs under (a path, relative to the job file). Each node
+    checks the job against its own copy, never this one: the two must be the same terms."""
 
 
 class ModelConfig(BaseModel):

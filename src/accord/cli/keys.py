@@ -67,24 +67,9 @@ def new(name: str, out: Path | None, node_home: Path | None) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def show(file: Path) -> None:
     """Print the public key line and fingerprint of FILE (a .key or a .pub file)."""
-    from accord.errors import InputError
-    from accord.governance.identity import (
-        fingerprint,
-        load_private_key,
-        public_key_line,
-        read_public_key_file,
-    )
+    from accord.governance.identity import fingerprint, public_key_line, read_any_public_key
 
-    try:
-        head = file.read_bytes()[:64]
-    except FileNotFoundError:
-        raise InputError(f"{file}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{file}: cannot read it ({exc.strerror})") from None
-    if b"-----BEGIN" in head:
-        public_key = load_private_key(file).public_key()
-    else:
-        public_key = read_public_key_file(file)
+    public_key = read_any_public_key(file)
     print(public_key_line(public_key))
     print(f"fingerprint: {fingerprint(public_key)}")
 

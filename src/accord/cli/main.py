@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from accord.cli.agreement import agreement
 from accord.cli.budget import budget
 from accord.cli.encrypted import encrypted
 from accord.cli.errors import run_guarded
@@ -105,6 +106,7 @@ def task_hash(task_dir: Path) -> None:
     print(task_code_hash(task_dir))
 
 
+app.add_command(agreement)
 app.add_command(budget)
 app.add_command(encrypted)
 app.add_command(keys)

@@ -3,9 +3,10 @@
 Every update, metric, row count or histogram leaves a node as a :class:`Release` that
 passes through :meth:`ReleaseGate.release`. The gate checks it and seals it; the node's
 transport endpoint accepts only sealed releases that this gate issued, once each
-(:meth:`ReleaseGate.unseal`). Later issues add the agreement check, the privacy budget
-charge, the protection applied at release time and the audit entry here, so that tests
-can reason about privacy in one place.
+(:meth:`ReleaseGate.unseal`). Where the node has an agreement, the gate checks it before
+sealing anything (the node also checks it before any charge or training); the privacy
+budget is charged here before the work, so that tests can reason about privacy in one
+place.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from accord.privacy.events import Adversary
 if TYPE_CHECKING:
     from dp_accounting import DpEvent
 
+    from accord.fl.node_agreement import NodeAgreement
     from accord.privacy.caps import NodePrivacySettings
     from accord.privacy.ledger import ChargeReceipt, PrivacyLedger
 
@@ -38,7 +40,11 @@ _ALLOWED_CONTENT: Mapping[ReleaseKind, tuple[frozenset[str], frozenset[str]]] = 
     ReleaseKind.ROW_COUNT: (frozenset(), frozenset({"num_examples"})),
     ReleaseKind.LABEL_HISTOGRAM: (frozenset({"histogram"}), frozenset()),
     ReleaseKind.PROTOCOL: (frozenset(), frozenset()),
+    ReleaseKind.REVOCATION: (frozenset(), frozenset({"recorded"})),
 }
+
+# Kinds that carry nothing derived from data: no charge, no DP event.
+_DATA_FREE = (ReleaseKind.PROTOCOL, ReleaseKind.REVOCATION)
 
 
 def _payload_types(kind: ReleaseKind) -> tuple[type, ...]:
@@ -54,6 +60,10 @@ def _payload_types(kind: ReleaseKind) -> tuple[type, ...]:
         from accord.protect.messages import MaskedInput
 
         return (MaskedInput, ckks.CkksUpdate)
+    if kind is ReleaseKind.REVOCATION:
+        from accord.governance.agreement import RevocationEntry
+
+        return (RevocationEntry,)
     if kind is ReleaseKind.PROTOCOL:
         from accord.protect import messages
 
@@ -91,9 +101,12 @@ class ReleaseGate:
     """One per node. Charges the budget, seals releases after checking them, and unseals
     each exactly once for the transport."""
 
-    def __init__(self, party: str, privacy: GatePrivacy | None = None) -> None:
+    def __init__(
+        self, party: str, privacy: GatePrivacy | None = None, agreement: NodeAgreement | None = None
+    ) -> None:
         self.party = party
         self.privacy = privacy
+        self.agreement = agreement
         self._outstanding: dict[int, SealedRelease] = {}
         self._charged: dict[tuple[int, ReleaseKind], ChargeReceipt] = {}
         self.released_bytes = 0
@@ -180,10 +193,14 @@ class ReleaseGate:
         bytes: it needs no charge (its event is ``NoOpDpEvent``) but must be one of the
         protocol's own message types. Every other release must have been charged first.
         """
-        if release.kind is ReleaseKind.PROTOCOL:
+        if self.agreement is not None and release.kind is not ReleaseKind.REVOCATION:
+            # Refuses (exit 3, naming the clause) once the agreement is no longer in force.
+            self.agreement.check()
+        if release.kind in _DATA_FREE:
             if release.dp_event is not None:
                 raise RefusedError(
-                    f"release gate of {self.party!r}: a protocol message carries no DP event"
+                    f"release gate of {self.party!r}: a {release.kind.value} message carries "
+                    "no DP event"
                 )
         elif (
             self.privacy is not None

@@ -29,6 +29,13 @@ class ReleaseKind(StrEnum):
     PROTOCOL = "protocol"
     """A secure-aggregation message (keys, commitments, encrypted shares, signatures):
     no data-derived bytes, so it carries ``NoOpDpEvent``."""
+    REVOCATION = "revocation"
+    """A node's signed withdrawal from the agreement, or its receipt of another party's:
+    no data-derived bytes."""
+
+
+REVOCATION_STAGE = "agreement_revoked"
+"""The ProtocolRequest stage by which the coordinator relays a party's signed revocation."""
 
 
 def tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> int:

@@ -22,6 +22,7 @@ from accord.fl.local_training import (
 )
 from accord.fl.messages import (
     COORDINATOR,
+    REVOCATION_STAGE,
     EvaluateRequest,
     ProtocolRequest,
     Release,
@@ -29,6 +30,7 @@ from accord.fl.messages import (
     Request,
     TrainRequest,
 )
+from accord.fl.node_agreement import NodeAgreement
 from accord.fl.node_ckks import NodeCkks, ckks_model_path
 from accord.fl.node_home import NodeHome
 from accord.fl.node_metrics import (
@@ -89,6 +91,7 @@ class Node(NodeTraining):
         dp_plan: NodeDpPlan | None = None,
         secagg: NodeSecAgg | None = None,
         ckks: NodeCkks | None = None,
+        agreement: NodeAgreement | None = None,
     ) -> None:
         if len(data.y_train) == 0:
             raise InputError(f"party {party!r} has no training rows; check its data")
@@ -96,7 +99,8 @@ class Node(NodeTraining):
         self.home = home
         self.config = config
         self.model = model
-        self.gate = ReleaseGate(party, privacy)
+        self.gate = ReleaseGate(party, privacy, agreement)
+        self.agreement = agreement
         self.dp_plan = dp_plan
         self.secagg = secagg
         self.ckks = ckks
@@ -134,6 +138,14 @@ class Node(NodeTraining):
         return NodeEndpoint(self.party, self.handle, self.gate.unseal)
 
     def handle(self, request: Request) -> SealedRelease:
+        if isinstance(request, ProtocolRequest) and request.stage == REVOCATION_STAGE:
+            return self._receive_revocation(request)
+        if self.agreement is not None:
+            # Before any charge or any read of the data: refuses (exit 3) a job the
+            # agreement no longer allows; a withdrawal in this node's copy is announced.
+            revocation = self.agreement.revocation_to_announce()
+            if revocation is not None:
+                return self._release_revocation(request.round, revocation, {})
         if isinstance(request, TrainRequest):
             return self._train(request)
         if isinstance(request, EvaluateRequest):
@@ -316,6 +328,26 @@ class Node(NodeTraining):
                 mode=0o600,
             )
         return self._release_protocol(request.round, answer)
+
+    def _receive_revocation(self, request: ProtocolRequest) -> SealedRelease:
+        """Another party withdrew: verify its signed revocation against this node's own
+        agreement and record it there (this node then releases nothing more)."""
+        self._check_job(request.job_id)
+        if self.agreement is None:
+            raise RefusedError(f"node {self.party!r}: this job runs under no agreement")
+        recorded = self.agreement.receive_revocation(request.payload)
+        return self._release_revocation(request.round, None, {"recorded": float(recorded)})
+
+    def _release_revocation(
+        self, round_number: int, revocation: Any, scalars: dict[str, float]
+    ) -> SealedRelease:
+        return self.gate.release(
+            Release(
+                kind=ReleaseKind.REVOCATION, job_id=self.config.job_id, round=round_number,
+                sender=self.party, recipient=COORDINATOR, payload=revocation, scalars=scalars,
+                payload_nbytes=0 if revocation is None else len(revocation.model_dump_json()),
+            )
+        )  # fmt: skip
 
     def _release_protocol(self, round_number: int, message: Any) -> SealedRelease:
         return self.gate.release(

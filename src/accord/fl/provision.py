@@ -1,4 +1,5 @@
-"""Simulation only: give every node home an identity key and a roster, where it has none.
+"""Simulation only: give every node home an identity key and a roster (or a copy of the
+job's agreement), where it has none.
 
 In a deployment each data owner runs ``accord keys new NAME --node-home HOME`` and writes
 ``roster.toml`` from the public-key lines the consortium exchanged out of band (see
@@ -18,6 +19,9 @@ from accord.fileio import write_bytes_atomic
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from accord.governance.agreement import Agreement
+    from accord.job import Job
+
 
 def provision_identities(homes: Mapping[str, Path]) -> dict[str, Ed25519PublicKey]:
     """Each party's public key, after creating the missing identity keys and rosters."""
@@ -36,3 +40,26 @@ def provision_identities(homes: Mapping[str, Path]) -> dict[str, Ed25519PublicKe
         if not path.exists():
             write_bytes_atomic(path, roster.encode("utf-8"), mode=0o644, sync_dir=True)
     return keys
+
+
+def coordinator_agreement(job: Job, base_dir: Path, homes: Mapping[str, Path]) -> Agreement | None:
+    """The agreement the job names, as the coordinator holds it: it must be in force (the
+    coordinator is a signatory too; exit 3 otherwise). Simulation only: a node home without
+    a copy gets one, as each data owner would have filed its own."""
+    if job.job.agreement is None:
+        return None
+    from accord.fl.node_agreement import node_agreement_path
+    from accord.governance.agreement import load_agreement, signatures_path
+    from accord.job import resolve_path
+
+    agreement = load_agreement(resolve_path(job.job.agreement, base_dir))
+    agreement.check_in_force()
+    for home in homes.values():
+        copy = node_agreement_path(home)
+        if copy.exists():
+            continue
+        for source, target in ((agreement.path, copy), (signatures_path(agreement.path),
+                                                         signatures_path(copy))):  # fmt: skip
+            if source.exists():
+                write_bytes_atomic(target, source.read_bytes(), mode=0o644)
+    return agreement

@@ -47,7 +47,8 @@ def absolutize(job: Job, base_dir: Path) -> Job:
         name: settings.model_copy(update={"home": _abs(settings.home, base_dir)})
         for name, settings in job.nodes.items()
     }
-    return job.model_copy(update={"data": data, "model": model, "nodes": nodes})
+    section = job.job.model_copy(update={"agreement": _abs(job.job.agreement, base_dir)})
+    return job.model_copy(update={"job": section, "data": data, "model": model, "nodes": nodes})
 
 
 _FINAL_KEYS = ("round", "federated", "server_test", "train_loss")

@@ -7,6 +7,7 @@ request loads the parameters it carries); their data, gate and home stay their o
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,20 +23,23 @@ from accord.fl.coordinator import Coordinator, ServerEvaluator
 from accord.fl.gate import GatePrivacy
 from accord.fl.local_training import LocalPlan, evaluate_model
 from accord.fl.node import Node, NodeConfig
+from accord.fl.node_agreement import open_node_agreement
 from accord.fl.node_ckks import NodeCkks
 from accord.fl.node_home import NodeHome, default_home
 from accord.fl.node_metrics import CustomEvaluate
 from accord.fl.node_privacy import NodeDpPlan, plan_node_privacy
 from accord.fl.node_secagg import NodeSecAgg
 from accord.fl.node_training import CustomTrain
-from accord.fl.provision import provision_identities
+from accord.fl.provision import coordinator_agreement, provision_identities
+from accord.fl.revocation_relay import RevocationRelay
 from accord.fl.run_dir import RunDir
 from accord.fl.strategies import build_strategy
 from accord.fl.strategies.base import LocalObjective
 from accord.job import Job, resolve_path
 from accord.models.builtin import build_builtin_model
 from accord.models.flat import FlatModel
-from accord.privacy.caps import load_node_settings
+from accord.privacy.caps import NodePrivacySettings, load_node_settings
+from accord.transport.base import Transport
 from accord.transport.inprocess import InProcessTransport
 
 
@@ -171,6 +175,7 @@ def build_nodes(
     homes_root: Path | None,
     base_dir: Path,
     run_id: str,
+    agreement_digest: str | None = None,
 ) -> list[Node]:
     if job.privacy.mode == "dpsgd":
         # Client-level DP clips the whole update, so any local training may run under it.
@@ -191,7 +196,16 @@ def build_nodes(
     nodes = []
     for index, party in enumerate(parties):
         home = NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name)
-        gate_privacy, dp_plan = node_privacy(job, f"{job_id}.{run_id}", party, len(parties), home)
+        settings = load_node_settings(home.path)
+        # The agreement first: a job it forbids is refused before any charge.
+        agreement = open_node_agreement(
+            home.path, party.name, job, agreement_digest, settings.min_colluding_parties
+        )
+        if agreement is not None:
+            settings = dataclasses.replace(settings, caps=[*settings.caps, *agreement.caps()])
+        gate_privacy, dp_plan = node_privacy(
+            job, f"{job_id}.{run_id}", party, len(parties), home, settings
+        )
         nodes.append(
             Node(
                 party=party.name,
@@ -221,17 +235,23 @@ def build_nodes(
                     if job.protection.ckks
                     else None
                 ),
+                agreement=agreement,
             )
         )
     return nodes
 
 
 def node_privacy(
-    job: Job, run_key: str, party: PartyData, num_parties: int, home: NodeHome
+    job: Job,
+    run_key: str,
+    party: PartyData,
+    num_parties: int,
+    home: NodeHome,
+    settings: NodePrivacySettings,
 ) -> tuple[GatePrivacy | None, NodeDpPlan | None]:
-    """A node's ledger and DP plan. The plan is checked against the node's own caps
-    before any record is read for training; a job over a cap is refused (exit 3)."""
-    settings = load_node_settings(home.path)
+    """A node's ledger and DP plan. The plan is checked against the node's caps (its
+    node.toml's and its agreement's) before any record is read for training; a job over a
+    cap is refused (exit 3)."""
     if not (job.privacy.enabled or settings.caps):
         return None, None
     from accord.privacy.ledger import PrivacyLedger
@@ -318,12 +338,12 @@ def build_simulation(
     model = initial_model(job, base_dir, spec)
     initial = model.flat.clone()
     strategy = build_strategy(job.strategy, len(names))
+    homes = {n: node_home_path(job, n, homes_root, base_dir) for n in names}
+    agreement = coordinator_agreement(job, base_dir, homes)
     roster_keys = None
     if job.protection.enabled:
         check_protection(job, job_id, names)
-        roster_keys = provision_identities(
-            {n: node_home_path(job, n, homes_root, base_dir) for n in names}
-        )
+        roster_keys = provision_identities(homes) if agreement is None else agreement.roster_keys()
     nodes = build_nodes(
         job,
         job_id,
@@ -334,8 +354,11 @@ def build_simulation(
         homes_root,
         base_dir,
         run_id,
+        None if agreement is None else agreement.digest,
     )
-    transport = InProcessTransport(node.endpoint() for node in nodes)
+    transport: Transport = InProcessTransport(node.endpoint() for node in nodes)
+    if agreement is not None:
+        transport = RevocationRelay(transport, job_id, names, agreement.path)
     coordinator = Coordinator(
         job,
         job_id,

@@ -203,6 +203,19 @@ def read_public_key_file(path: Path) -> Ed25519PublicKey:
     return parse_public_key_line(text, where=str(path))
 
 
+def read_any_public_key(path: Path) -> Ed25519PublicKey:
+    """The public key of a ``.pub`` file or of a private ``.key`` file."""
+    try:
+        head = path.read_bytes()[:64]
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror})") from None
+    if b"-----BEGIN" in head:
+        return load_private_key(path).public_key()
+    return read_public_key_file(path)
+
+
 def write_identity_files(identity: PartyIdentity, directory: Path) -> tuple[Path, Path]:
     """Write ``directory/NAME.key`` (0600) and ``NAME.pub`` (0644); overwrite nothing.
 

@@ -142,12 +142,21 @@ def parse_roster(raw: Mapping[str, object], where: str = ROSTER_FILE) -> Roster:
 
 
 def load_roster(home: Path) -> Roster:
-    """The roster of the node whose home is ``home``: ``home/roster.toml``.
+    """The roster of the node whose home is ``home``: the parties of the agreement in the
+    home (``agreement.toml``) where there is one, else ``home/roster.toml``.
 
     When ``node.toml`` names the home's party, that party has an identity key in the home
     and the roster lists it, the roster's key must be the identity's: a mismatch means the
     others would check this party's signatures against a key it does not hold.
     """
+    from accord.governance.agreement import NODE_AGREEMENT_FILE, load_agreement
+
+    if (home / NODE_AGREEMENT_FILE).exists():
+        # The signed agreement binds the roster: its parties and keys, nothing else.
+        agreement = load_agreement(home / NODE_AGREEMENT_FILE)
+        return _own_key_checked(
+            home, Roster(agreement.roster_keys(), agreement.path), agreement.path
+        )
     path = home / ROSTER_FILE
     try:
         mode = path.stat().st_mode & 0o777
@@ -165,7 +174,10 @@ def load_roster(home: Path) -> Roster:
         raw = read_toml(path, InputError, "roster")
     except FileNotFoundError:
         raise InputError(f"{path}: no roster in this node home") from None
-    roster = parse_roster(raw, str(path))
+    return _own_key_checked(home, parse_roster(raw, str(path)), path)
+
+
+def _own_key_checked(home: Path, roster: Roster, path: Path) -> Roster:
     own = home_party(home)
     if own is not None and own in roster and node_identity_path(home).exists():
         identity = node_identity(home, own)

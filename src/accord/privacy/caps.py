@@ -18,6 +18,8 @@ The data owner writes them in the node home, next to the ``party`` line::
     [exempt]
     kinds = ["metrics"]     # release kinds allowed on a capped dataset without a DP event
 
+    min_colluding_parties = 2   # distributed DP must hold against 2 colluding parties
+
 Each cap says: every release from ``dataset``, composed, costs at most ``epsilon`` at
 ``delta`` against ``adversary``. ``"coordinator_and_recipients"`` counts only noise added
 on this node (a coordinator-noised release is treated as non-private);
@@ -83,6 +85,7 @@ class _NodeFile(BaseModel):
     party: str | None = None
     caps: list[Cap] = Field(default_factory=list)
     exempt: _Exempt = Field(default_factory=_Exempt)
+    min_colluding_parties: int = Field(default=0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class NodePrivacySettings:
     party: str | None = None
     caps: list[Cap] = field(default_factory=list)
     exempt_kinds: frozenset[str] = frozenset()
+    min_colluding_parties: int = 0
+    """Distributed DP must hold against at least this many parties colluding with the
+    coordinator: a job with a smaller ``privacy.colluding_parties`` is refused."""
 
     def caps_for(self, dataset: str) -> list[Cap]:
         """Every cap on ``dataset`` (an empty list: the dataset is not capped)."""
@@ -125,4 +131,5 @@ def load_node_settings(home: Path) -> NodePrivacySettings:
         party=parsed.party,
         caps=list(parsed.caps),
         exempt_kinds=frozenset(parsed.exempt.kinds),
+        min_colluding_parties=parsed.min_colluding_parties,
     )

@@ -113,14 +113,46 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[float]]]:
     return names, table
 
 
+_agreement_option = click.option(
+    "--agreement",
+    "agreement_path",
+    type=_file,
+    default=None,
+    help="Check this signed agreement first (with --party): in force, and permitting it.",
+)
+_party_option = click.option("--party", default=None, help="Your party name in --agreement.")
+
+
+def _check_agreement(agreement_path: Path | None, party: str | None, kind: str | None) -> None:
+    """Refuse (exit 3, naming the clause) a scoring step the agreement does not permit."""
+    if agreement_path is None:
+        return
+    from accord.errors import AgreementRefusedError, InputError
+    from accord.governance.agreement import load_agreement
+    from accord.governance.agreement_check import scoring_violations
+
+    if party is None:
+        raise InputError("--agreement needs --party, your party name in the agreement")
+    agreement = load_agreement(agreement_path)
+    agreement.check_in_force()
+    violations = scoring_violations(agreement.terms, party, kind)
+    if violations:
+        raise AgreementRefusedError(f"agreement {agreement.label}, {violations[0].line()}")
+
+
 @encrypted.command()
 @click.option("--keys", "keys_dir", type=_folder, required=True, help="Folder of `keys`.")
 @click.option("--csv", "csv_path", type=_file, required=True, help="Features: header + rows.")
 @click.option("--out", "out", type=_file, required=True, help="Encrypted features to send.")
-def encrypt(keys_dir: Path, csv_path: Path, out: Path) -> None:
+@_agreement_option
+@_party_option
+def encrypt(
+    keys_dir: Path, csv_path: Path, out: Path, agreement_path: Path | None, party: str | None
+) -> None:
     """Encrypt every column of a CSV of numeric features (data owner)."""
     from accord.protect.encrypted_scoring import encrypt_features
 
+    _check_agreement(agreement_path, party, None)
     key_set = _load_keys(keys_dir)
     names, table = _read_csv(csv_path)
     enc = encrypt_features(key_set, table, names)
@@ -132,7 +164,11 @@ def encrypt(keys_dir: Path, csv_path: Path, out: Path) -> None:
 @click.option("--model", "model_path", type=_file, required=True, help=".json/.safetensors")
 @click.option("--in", "in_path", type=_file, required=True, help="Encrypted features.")
 @click.option("--out", "out", type=_file, required=True, help="Encrypted scores to return.")
-def score(model_path: Path, in_path: Path, out: Path) -> None:
+@_agreement_option
+@_party_option
+def score(
+    model_path: Path, in_path: Path, out: Path, agreement_path: Path | None, party: str | None
+) -> None:
     """Score encrypted features with a linear or logistic model (model owner)."""
     from accord.protect.encrypted_scoring import (
         EncryptedFeatures,
@@ -141,6 +177,7 @@ def score(model_path: Path, in_path: Path, out: Path) -> None:
     )
 
     model = LinearModel.load(model_path)
+    _check_agreement(agreement_path, party, model.kind)
     enc = EncryptedFeatures.from_bytes(_read(in_path, "encrypted features"), str(in_path))
     scores = score_encrypted(model, enc)
     _write(out, scores.to_bytes())

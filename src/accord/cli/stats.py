@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from accord.data.federation import PartyData
     from accord.data.schema import TableSchema
+    from accord.fl.node_agreement import NodeAgreement
+    from accord.job import Job
     from accord.privacy.statistics import NoisyStatistic, StatisticQuery
 
 STATS_DATASET = "train"
@@ -118,13 +120,20 @@ def stats(job: Path, queries: tuple[str, ...], node_homes: Path | None) -> None:
     for party in data.parties:  # every column must exist before anything is released
         for query in parsed:
             column_values(party, schema, query.column)
+    homes = {p.name: node_home_path(loaded, p.name, node_homes, base_dir) for p in data.parties}
+    agreements = _node_agreements(loaded, base_dir, homes, [q.kind for q in parsed])
     for query in parsed:
         releases: list[NoisyStatistic] = []
         for party in data.parties:
             values = column_values(party, schema, query.column)
-            home = node_home_path(loaded, party.name, node_homes, base_dir)
+            home = homes[party.name]
+            agreement = agreements.get(party.name)
+            if agreement is not None:
+                agreement.check()  # before each release: refused once out of force
             statistic = release(query, values, party.name)
             caps = load_node_settings(home).caps_for(STATS_DATASET) if home.is_dir() else []
+            if agreement is not None:
+                caps += [c for c in agreement.caps() if c.dataset == STATS_DATASET]
             if caps:
                 assert statistic.dp_event is not None
                 PrivacyLedger(home).charge(
@@ -139,6 +148,26 @@ def stats(job: Path, queries: tuple[str, ...], node_homes: Path | None) -> None:
             releases.append(statistic)
             _print(statistic)
         _print(combine(releases))
+
+
+def _node_agreements(
+    job: Job, base_dir: Path, homes: dict[str, Path], kinds: list[str]
+) -> dict[str, NodeAgreement]:
+    """Each node's agreement for this statistics run, checked before any release."""
+    from accord.fl.node_agreement import open_node_agreement
+    from accord.fl.provision import coordinator_agreement
+    from accord.privacy.caps import load_node_settings
+
+    agreement = coordinator_agreement(job, base_dir, homes)
+    digest = None if agreement is None else agreement.digest
+    found: dict[str, NodeAgreement] = {}
+    for party, home in homes.items():
+        settings = load_node_settings(home) if home.is_dir() else None
+        floor = 0 if settings is None else settings.min_colluding_parties
+        guard = open_node_agreement(home, party, job, digest, floor, kinds)
+        if guard is not None:
+            found[party] = guard
+    return found
 
 
 def _print(statistic: NoisyStatistic) -> None:

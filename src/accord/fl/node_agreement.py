@@ -16,6 +16,7 @@ copy and recorded in it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,8 +53,15 @@ class NodeAgreement:
     """One node's agreement for one job."""
 
     def __init__(
-        self, home: Path, party: str, job: Job, job_digest: str, min_colluding: int = 0
+        self,
+        home: Path,
+        party: str,
+        job: Job,
+        job_digest: str,
+        min_colluding: int = 0,
+        statistics: Sequence[str] | None = None,
     ) -> None:
+        self.statistics = None if statistics is None else tuple(statistics)
         self.home = home
         self.party = party
         self.job = job
@@ -109,7 +117,9 @@ class NodeAgreement:
                     f"{where}: agreement {agreement.label} lists another key for this party "
                     "than this node's identity key"
                 )
-        violations = job_violations(agreement.terms, self.job, self.party, self.min_colluding)
+        violations = job_violations(
+            agreement.terms, self.job, self.party, self.min_colluding, self.statistics
+        )
         if violations:
             more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
             raise AgreementRefusedError(
@@ -149,7 +159,12 @@ def _stamp(path: Path) -> tuple[int, ...]:
 
 
 def open_node_agreement(
-    home: Path, party: str, job: Job, job_digest: str | None, min_colluding: int = 0
+    home: Path,
+    party: str,
+    job: Job,
+    job_digest: str | None,
+    min_colluding: int = 0,
+    statistics: Sequence[str] | None = None,
 ) -> NodeAgreement | None:
     """The node's agreement for ``job``, checked once now; None where neither the home
     holds an agreement nor the job names one. A home with an agreement releases nothing
@@ -168,6 +183,6 @@ def open_node_agreement(
             f"party {party!r}: the job runs under an agreement, but this node home holds no "
             f"copy ({node_agreement_path(home)}); a node checks only its own copy"
         )
-    guard = NodeAgreement(home, party, job, job_digest, min_colluding)
+    guard = NodeAgreement(home, party, job, job_digest, min_colluding, statistics)
     guard.check()
     return guard

@@ -10,7 +10,7 @@ show`` (:func:`clause_labels`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from accord.governance.agreement_terms import Terms
@@ -34,9 +34,17 @@ class Violation:
 
 
 def job_violations(
-    terms: Terms, job: Job, party: str, node_min_colluding: int = 0
+    terms: Terms,
+    job: Job,
+    party: str,
+    node_min_colluding: int = 0,
+    statistics: Sequence[str] | None = None,
 ) -> list[Violation]:
-    """Every clause of ``terms`` that ``job`` departs from, seen from ``party``'s node."""
+    """Every clause of ``terms`` that ``job`` departs from, seen from ``party``'s node.
+
+    ``statistics``: the query kinds of an ``accord stats`` run on the job's data (each
+    party releases them with DP noise, per party); None: the job trains.
+    """
     found: list[Violation] = []
 
     def refuse(clause: str, message: str, owner: str | None = None) -> None:
@@ -53,10 +61,54 @@ def job_violations(
             f"the job {stated}; permitted: {', '.join(terms.agreement.purposes)} "
             "(set [job] purpose)",
         )
+    if statistics is not None:
+        _check_statistics(terms, statistics, refuse)
+        return found
     _check_operations(terms, job, refuse)
     _check_code(terms, job, refuse)
     _check_protections(terms, job, node_min_colluding, refuse)
     _check_recipients(terms, job, party, refuse)
+    return found
+
+
+def _check_statistics(terms: Terms, kinds: Sequence[str], refuse: _Refuse) -> None:
+    allowed = terms.operations.statistics
+    if allowed is None:
+        refuse("operations.statistics", "statistics are not a permitted operation")
+        return
+    others = sorted(set(kinds) - set(allowed.queries))
+    if others:
+        refuse(
+            "operations.statistics.queries",
+            f"queries {', '.join(others)} are not permitted "
+            f"(permitted: {', '.join(allowed.queries)})",
+        )
+    if terms.coordinator not in terms.outputs.statistics:
+        refuse(
+            "outputs.statistics",
+            f"the statistics go to the coordinator {terms.coordinator!r}, which is not listed "
+            "as a recipient of statistics",
+        )
+
+
+def scoring_violations(terms: Terms, party: str, model_kind: str | None) -> list[Violation]:
+    """Clauses an encrypted-scoring step departs from: the data owner encrypting its
+    features (``model_kind`` None) or the model owner scoring them with ``model_kind``."""
+    role = "data_owner" if model_kind is None else "model_owner"
+    listed = terms.party(party)
+    found: list[Violation] = []
+    if listed is None or listed.role != role:
+        found.append(Violation("parties", f"{party!r} is not a {role.replace('_', ' ')} of "
+                               f"agreement {terms.agreement.id}"))  # fmt: skip
+    allowed = terms.operations.encrypted_scoring
+    if allowed is None:
+        found.append(Violation("operations.encrypted_scoring",
+                               "encrypted scoring is not a permitted operation"))  # fmt: skip
+    elif model_kind is not None and model_kind not in allowed.models:
+        found.append(Violation(
+            "operations.encrypted_scoring.models",
+            f"a {model_kind} model is not permitted (permitted: {', '.join(allowed.models)})",
+        ))  # fmt: skip
     return found
 
 

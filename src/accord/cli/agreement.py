@@ -37,7 +37,7 @@ def _identity(key: Path) -> PartyIdentity:
 
 
 def _party_key(spec: str, role: str) -> tuple[str, str, str]:
-    """``NAME=FILE`` -> (name, role, key line); FILE is a .pub or .key file."""
+    """``NAME=FILE`` -> (name, role, key line); FILE is a .pub or .key file or a node home."""
     from accord.errors import InputError
     from accord.governance.identity import check_party_name, public_key_line, read_any_public_key
 
@@ -45,7 +45,9 @@ def _party_key(spec: str, role: str) -> tuple[str, str, str]:
     if not sep or not name or not path:
         raise InputError(f"{spec!r}: give NAME=FILE (FILE: the party's .pub or .key file)")
     check_party_name(name)
-    return name, role, public_key_line(read_any_public_key(Path(path)))
+    source = Path(path)
+    key = _identity(source).public_key if source.is_dir() else read_any_public_key(source)
+    return name, role, public_key_line(key)
 
 
 @agreement.command(short_help="Write a new agreement to fill in and sign.")
@@ -53,8 +55,16 @@ def _party_key(spec: str, role: str) -> tuple[str, str, str]:
 @click.option("--id", "agreement_id", required=True, help="Agreement id, e.g. heart-2026.")
 @click.option("--title", required=True, help="One line saying what the agreement is for.")
 @click.option("--purpose", "purposes", multiple=True, required=True, help="Repeatable.")
-@click.option("--coordinator", required=True, help="NAME=FILE of the coordinator's public key.")
-@click.option("--owner", "owners", multiple=True, required=True, help="NAME=FILE; repeatable.")
+@click.option(
+    "--coordinator", required=True, help="NAME=FILE: the coordinator's .pub or .key file."
+)
+@click.option(
+    "--owner",
+    "owners",
+    multiple=True,
+    required=True,
+    help="NAME=FILE (a .pub or .key file, or the owner's node home); repeatable.",
+)
 @click.option("--model-owner", "model_owners", multiple=True, help="NAME=FILE; repeatable.")
 @click.option("--days", default=365, show_default=True, type=click.IntRange(1, 36500))
 def init(

@@ -30,7 +30,7 @@ from accord.fl.messages import (
     Request,
     TrainRequest,
 )
-from accord.fl.node_agreement import NodeAgreement
+from accord.fl.node_agreement import NodeAgreement, revocation_release
 from accord.fl.node_ckks import NodeCkks, ckks_model_path
 from accord.fl.node_home import NodeHome
 from accord.fl.node_metrics import (
@@ -145,7 +145,9 @@ class Node(NodeTraining):
             # agreement no longer allows; a withdrawal in this node's copy is announced.
             revocation = self.agreement.revocation_to_announce()
             if revocation is not None:
-                return self._release_revocation(request.round, revocation, {})
+                return self.gate.release(
+                    revocation_release(self.party, self.config.job_id, request.round, revocation)
+                )
         if isinstance(request, TrainRequest):
             return self._train(request)
         if isinstance(request, EvaluateRequest):
@@ -336,18 +338,9 @@ class Node(NodeTraining):
         if self.agreement is None:
             raise RefusedError(f"node {self.party!r}: this job runs under no agreement")
         recorded = self.agreement.receive_revocation(request.payload)
-        return self._release_revocation(request.round, None, {"recorded": float(recorded)})
-
-    def _release_revocation(
-        self, round_number: int, revocation: Any, scalars: dict[str, float]
-    ) -> SealedRelease:
         return self.gate.release(
-            Release(
-                kind=ReleaseKind.REVOCATION, job_id=self.config.job_id, round=round_number,
-                sender=self.party, recipient=COORDINATOR, payload=revocation, scalars=scalars,
-                payload_nbytes=0 if revocation is None else len(revocation.model_dump_json()),
-            )
-        )  # fmt: skip
+            revocation_release(self.party, self.config.job_id, request.round, None, recorded)
+        )
 
     def _release_protocol(self, round_number: int, message: Any) -> SealedRelease:
         return self.gate.release(

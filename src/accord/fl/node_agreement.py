@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from accord.errors import AgreementRefusedError, AgreementRevokedError, InputError
+from accord.fl.messages import COORDINATOR, Release, ReleaseKind
 from accord.governance.agreement import (
     NODE_AGREEMENT_FILE,
     Agreement,
@@ -31,7 +32,8 @@ from accord.governance.agreement import (
     record_revocation,
     signatures_path,
 )
-from accord.governance.agreement_check import agreement_caps, job_violations
+from accord.governance.agreement_check import job_violations
+from accord.governance.agreement_terms import Terms
 from accord.governance.identity import node_identity_path
 from accord.job import Job
 from accord.privacy.caps import Cap
@@ -186,3 +188,35 @@ def open_node_agreement(
     guard = NodeAgreement(home, party, job, job_digest, min_colluding, statistics)
     guard.check()
     return guard
+
+
+def agreement_caps(terms: Terms, owner: str) -> list[Cap]:
+    """The DP caps the agreement sets on ``owner``'s datasets, as node caps (they join the
+    caps of the owner's node.toml: both apply)."""
+    return [
+        Cap(
+            dataset=d.name,
+            epsilon=d.dp_cap.epsilon,
+            delta=d.dp_cap.delta,
+            adversary=d.dp_cap.adversary,
+        )
+        for d in terms.datasets_of(owner)
+        if d.dp_cap is not None
+    ]
+
+
+def revocation_release(
+    party: str,
+    job_id: str,
+    round_number: int,
+    revocation: RevocationEntry | None,
+    recorded: bool | None = None,
+) -> Release:
+    """A release of kind ``revocation``: this node's own signed withdrawal (to announce),
+    or its receipt of another party's (``recorded``: whether it was new here)."""
+    return Release(
+        kind=ReleaseKind.REVOCATION, job_id=job_id, round=round_number, sender=party,
+        recipient=COORDINATOR, payload=revocation,
+        scalars={} if recorded is None else {"recorded": float(recorded)},
+        payload_nbytes=0 if revocation is None else len(revocation.model_dump_json()),
+    )  # fmt: skip

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from accord.governance.agreement_terms import Terms
 from accord.job import Job
-from accord.privacy.caps import Cap
 
 _Refuse = Callable[[str, str], None]
 
@@ -221,21 +220,6 @@ def _check_recipients(terms: Terms, job: Job, party: str, refuse: _Refuse) -> No
             f"federated evaluation sends metrics to the coordinator {coordinator!r}, which is "
             "not listed as a recipient of metrics",
         )
-
-
-def agreement_caps(terms: Terms, owner: str) -> list[Cap]:
-    """The DP caps the agreement sets on ``owner``'s datasets, as node caps (they join the
-    caps of the owner's node.toml: both apply)."""
-    return [
-        Cap(
-            dataset=d.name,
-            epsilon=d.dp_cap.epsilon,
-            delta=d.dp_cap.delta,
-            adversary=d.dp_cap.adversary,
-        )
-        for d in terms.datasets_of(owner)
-        if d.dp_cap is not None
-    ]
 
 
 ENFORCED = "enforced"

@@ -36,6 +36,8 @@ class                     exit  meaning
                                 the message names the clause
 ``AgreementRevokedError`` 3     a signatory withdrew the agreement (carries the signed
                                 revocation, so the other nodes can be told)
+``AuditTamperedError``    3     a node's audit log fails verification: an entry edited,
+                                deleted, inserted or reordered, or its tail cut off
 ========================  ====  ==========================================================
 
 Messages name the file or field at fault and what to do about it.
@@ -125,3 +127,8 @@ class AgreementRevokedError(AgreementRefusedError):
     def __init__(self, message: str, revocation: object) -> None:
         super().__init__(message)
         self.revocation = revocation
+
+
+class AuditTamperedError(RefusedError):
+    """A node's audit log fails verification: an entry edited, deleted, inserted or reordered,
+    or its tail cut off."""

@@ -188,10 +188,14 @@ class Job(BaseModel):
             )
         return self
 
-    def job_id(self) -> str:
-        """A stable id: SHA-256 of the job's canonical JSON, first 16 hex digits."""
+    def digest(self) -> str:
+        """SHA-256 of the job's canonical JSON, hex: what an owner's approval names."""
         canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def job_id(self) -> str:
+        """A stable id: the first 16 hex digits of :meth:`digest`."""
+        return self.digest()[:16]
 
 
 def parse_job(raw: dict[str, Any], source: str) -> Job:

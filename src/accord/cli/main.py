@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from accord.cli.agreement import agreement
+from accord.cli.approvals import approvals
+from accord.cli.audit import audit
 from accord.cli.budget import budget
 from accord.cli.encrypted import encrypted
 from accord.cli.errors import run_guarded
@@ -107,6 +109,8 @@ def task_hash(task_dir: Path) -> None:
 
 
 app.add_command(agreement)
+app.add_command(approvals)
+app.add_command(audit)
 app.add_command(budget)
 app.add_command(encrypted)
 app.add_command(keys)

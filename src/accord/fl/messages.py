@@ -116,6 +116,9 @@ class Release:
     """A secure-aggregation message (``accord.protect``), for kinds that carry one."""
     payload_nbytes: int = 0
     """The payload's size on the wire (a masked update packed at k bits per word)."""
+    audit_head: Any = None
+    """The sender's signed audit head after logging this release (set by its gate; an
+    ``accord.governance.audit.AuditHead``)."""
 
     @property
     def nbytes(self) -> int:

@@ -20,6 +20,7 @@ from accord.data.federation import FederatedData, PartyData, build_federated_dat
 from accord.errors import InputError, JobFileError, TaskCodeError
 from accord.fileio import load_tensors
 from accord.fl.coordinator import Coordinator, ServerEvaluator
+from accord.fl.coordinator_inbox import CoordinatorInbox
 from accord.fl.gate import GatePrivacy
 from accord.fl.local_training import LocalPlan, evaluate_model
 from accord.fl.node import Node, NodeConfig
@@ -31,7 +32,6 @@ from accord.fl.node_privacy import NodeDpPlan, plan_node_privacy
 from accord.fl.node_secagg import NodeSecAgg
 from accord.fl.node_training import CustomTrain
 from accord.fl.provision import coordinator_agreement, provision_identities
-from accord.fl.revocation_relay import RevocationRelay
 from accord.fl.run_dir import RunDir
 from accord.fl.strategies import build_strategy
 from accord.fl.strategies.base import LocalObjective
@@ -39,7 +39,6 @@ from accord.job import Job, resolve_path
 from accord.models.builtin import build_builtin_model
 from accord.models.flat import FlatModel
 from accord.privacy.caps import NodePrivacySettings, load_node_settings
-from accord.transport.base import Transport
 from accord.transport.inprocess import InProcessTransport
 
 
@@ -356,9 +355,10 @@ def build_simulation(
         run_id,
         None if agreement is None else agreement.digest,
     )
-    transport: Transport = InProcessTransport(node.endpoint() for node in nodes)
-    if agreement is not None:
-        transport = RevocationRelay(transport, job_id, names, agreement.path)
+    transport = CoordinatorInbox(
+        InProcessTransport(node.endpoint() for node in nodes), job_id, names,
+        None if agreement is None else agreement.path,
+    )  # fmt: skip
     coordinator = Coordinator(
         job,
         job_id,

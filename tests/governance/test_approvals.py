@@ -18,7 +18,6 @@ from accord.errors import AccordError, InputError, RefusedError
 from accord.governance import PartyIdentity, generate_identity, write_node_identity
 from accord.governance.approvals import (
     APPROVALS_DIR,
-    LOG_FILE,
     ApprovalRecord,
     ApprovalStore,
     Departure,
@@ -27,6 +26,7 @@ from accord.governance.approvals import (
     approve_command,
     decision_payload,
 )
+from accord.governance.audit import AuditLog, read_audit
 from tests.conftest import Invoke, Result
 
 PARTY = "cleveland"
@@ -105,8 +105,8 @@ def write_record(store: ApprovalStore, fields: dict[str, object]) -> None:
 # --- requests ---------------------------------------------------------------------------------
 
 
-def test_request_is_filed_once_with_owner_only_modes(home: Path) -> None:
-    store = ApprovalStore(home)
+def test_request_is_filed_once_with_owner_only_modes(home: Path, identity: PartyIdentity) -> None:
+    store = ApprovalStore(home, AuditLog(home, identity))
     record = file_request(store)
     assert record.id == approval_id(PARTY, JOB, TASK, TERMS)
     assert (record.status, record.signature, record.expires_at) == ("pending", None, None)
@@ -117,8 +117,7 @@ def test_request_is_filed_once_with_owner_only_modes(home: Path) -> None:
     # The same job under the same terms is the same request, whatever is asked the 2nd time.
     assert file_request(store, [CODE]) == record
     assert store.list() == [record]
-    log = (home / APPROVALS_DIR / LOG_FILE).read_text().splitlines()
-    assert [json.loads(line)["event"] for line in log] == ["requested"]
+    assert [e.body["event"] for e in read_audit(home) if e.kind == "approval"] == ["requested"]
 
 
 def test_the_id_names_the_party_job_code_and_terms() -> None:
@@ -153,7 +152,7 @@ def test_request_of_nothing_and_of_another_home_party(home: Path) -> None:
 
 
 def test_approval_lets_exactly_this_job_run(home: Path, identity: PartyIdentity) -> None:
-    store = ApprovalStore(home)
+    store = ApprovalStore(home, AuditLog(home, identity))
     pending = file_request(store)
     assert valid(store, identity) is None  # pending: still refused
     approved = store.approve(pending.id, identity, WEEK, now=NOW)
@@ -175,8 +174,8 @@ def test_approval_lets_exactly_this_job_run(home: Path, identity: PartyIdentity)
     # Expiry.
     assert valid(store, identity, now=NOW + WEEK - timedelta(seconds=1)) == approved
     assert valid(store, identity, now=NOW + WEEK) is None
-    log = (home / APPROVALS_DIR / LOG_FILE).read_text().splitlines()
-    assert [json.loads(line)["event"] for line in log] == ["requested", "approved"]
+    events = [e.body["event"] for e in read_audit(home) if e.kind == "approval"]
+    assert events == ["requested", "approved"]
 
 
 def test_a_record_edited_after_signing_is_not_valid(home: Path, identity: PartyIdentity) -> None:

@@ -46,6 +46,15 @@ def _store(node_home: Path) -> ApprovalStore:
     return ApprovalStore(node_home)
 
 
+def _audited_store(node_home: Path, identity: PartyIdentity) -> ApprovalStore:
+    """The store, logging each decision in the node's audit log."""
+    from accord.governance.approvals import ApprovalStore
+    from accord.governance.audit import AuditLog
+
+    _store(node_home)
+    return ApprovalStore(node_home, AuditLog(node_home, identity))
+
+
 def _identity(node_home: Path) -> PartyIdentity:
     """The home's own identity: only the owner whose data the clauses protect decides."""
     from accord.errors import InputError
@@ -103,8 +112,9 @@ def list_command(node_home: Path, show_all: bool) -> None:
 def approve(approval_id: str, node_home: Path, days: int) -> None:
     """Approve request ID for DAYS days: the exact job, task code and agreement it names may
     then run despite the clauses listed (only clauses that protect this owner's data)."""
-    store = _store(node_home)
-    record = store.approve(approval_id, _identity(node_home), timedelta(days=days))
+    identity = _identity(node_home)
+    store = _audited_store(node_home, identity)
+    record = store.approve(approval_id, identity, timedelta(days=days))
     print(f"approved {record.id}: {_summary(record)} ({_hashes(record)})")
     print("relaxes, for this job only:")
     for departure in record.departures:
@@ -117,5 +127,6 @@ def approve(approval_id: str, node_home: Path, days: int) -> None:
 @_node_home
 def reject(approval_id: str, node_home: Path) -> None:
     """Reject request ID (signed with this node's identity key); the job stays refused."""
-    record = _store(node_home).reject(approval_id, _identity(node_home))
+    identity = _identity(node_home)
+    record = _audited_store(node_home, identity).reject(approval_id, identity)
     print(f"rejected {record.id}: {_summary(record)} ({_hashes(record)}); the job stays refused")

@@ -16,8 +16,9 @@ Why it is safe to keep these as files in the node home:
 * Only clauses that protect the approving owner's own data can be relaxed
   (:func:`approvable`): a clause of all parties, or one protecting another owner, stays
   enforced whatever any single owner signs.
-* An approval expires. Every request and decision is appended to ``approvals/log.jsonl``
-  (0600): the record shows the current state, the log the history of decisions.
+* An approval expires. Every request and decision is appended to the node's signed,
+  hash-chained audit log (:mod:`accord.governance.audit`) when the store is given it: the
+  record shows the current state, the audit log the history of decisions.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from accord.config_errors import validation_line
 from accord.errors import AccordError, InputError, RefusedError
 from accord.fileio import fsync_dir, write_bytes_atomic
+from accord.governance.audit import AuditLog
 from accord.governance.identity import (
     PARTY_NAME_PATTERN,
     PartyIdentity,
@@ -49,8 +51,7 @@ from accord.governance.identity import (
 )
 
 APPROVALS_DIR = "approvals"
-"""Inside a node home: one ``<id>.json`` per request, and ``log.jsonl``."""
-LOG_FILE = "log.jsonl"
+"""Inside a node home: one ``<id>.json`` per request."""
 _KIND = "accord-approval-v1"
 _HEX64 = r"^[0-9a-f]{64}$"
 _ID = re.compile(r"[0-9a-f]{16}")
@@ -147,9 +148,11 @@ def approve_command(home: Path, approval_id: str) -> str:
 class ApprovalStore:
     """The approval requests and decisions of one node home."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, audit: AuditLog | None = None) -> None:
         self.home = home
         self.folder = home / APPROVALS_DIR
+        self.audit = audit
+        """Where requests and decisions are logged (the node's audit log)."""
 
     def path(self, approval_id: str) -> Path:
         if not _ID.fullmatch(approval_id):  # also keeps the id from naming another path
@@ -326,20 +329,13 @@ class ApprovalStore:
         return decided
 
     def _write(self, record: ApprovalRecord, event: str) -> None:
-        """Replace the record file, then append the event to ``log.jsonl`` (O_APPEND: one
-        write per line, so that concurrent writers never interleave a line)."""
+        """Replace the record file, then log the event in the node's audit log."""
         self._make_folder()
         fields = record.model_dump(mode="json")
         data = (json.dumps(fields, indent=2) + "\n").encode("utf-8")
         write_bytes_atomic(self.path(record.id), data, 0o600, sync_dir=True)
-        entry: dict[str, Any] = {"event": event, "at": _stamp(None), "record": fields}
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-        fd = os.open(self.folder / LOG_FILE, flags, 0o600)
-        try:
-            os.write(fd, rfc8785.dumps(entry) + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.audit is not None:
+            self.audit.append("approval", {"event": event, "record": fields})
 
     def _make_folder(self) -> None:
         if not self.home.is_dir():

@@ -145,7 +145,12 @@ def _read_heads(path: Path) -> list[AuditHead]:
 def _summary(body: dict[str, Any]) -> str:
     """``key=value`` pairs on one line, cut at ``_SUMMARY_CHARS``."""
     parts = []
-    for key, value in body.items():
+    # What a reader scans for first; the rest in the stored (sorted) order; nulls left out.
+    first = [k for k in ("kind", "round", "dataset", "adversary", "name", "reason") if k in body]
+    for key in [*first, *(k for k in body if k not in first)]:
+        value = body[key]
+        if value is None:
+            continue
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
         # Cut long values (hashes, lists) so that every key shows.
         text = text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 3] + "..."

@@ -17,12 +17,20 @@ itself knows no agreement.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from accord.errors import AgreementRevokedError
-from accord.fl.messages import REVOCATION_STAGE, ProtocolRequest, Release, ReleaseKind, Request
+from accord.fl.messages import (
+    RECEIPT_STAGE,
+    REVOCATION_STAGE,
+    ProtocolRequest,
+    Release,
+    ReleaseKind,
+    Request,
+)
 from accord.transport.base import Exchange, Transport
 
 
@@ -61,6 +69,19 @@ class CoordinatorInbox:
         if not announced:
             return done
         return self._relay_withdrawal(*announced[0])
+
+    def collect_receipts(self, round_number: int) -> dict[str, dict[str, Any]]:
+        """End of a run: hand every node the heads kept, collect each one's receipt."""
+        heads = {party: dict(head) for party, head in self.audit_heads.items()}
+        request = ProtocolRequest(
+            self.job_id, round_number, RECEIPT_STAGE, heads, len(json.dumps(heads))
+        )
+        done = self.exchange({party: request for party in self.parties})
+        return {
+            party: release.payload.model_dump(mode="json")
+            for party, release in done.replies.items()
+            if release.kind is ReleaseKind.RECEIPT and release.payload.party == party
+        }
 
     def _relay_withdrawal(self, party: str, release: Release) -> NoReturn:
         revocation = release.payload

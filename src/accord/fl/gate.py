@@ -11,6 +11,7 @@ place.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from dp_accounting import DpEvent
 
     from accord.fl.node_agreement import NodeAgreement
+    from accord.fl.node_audit import NodeAudit
     from accord.privacy.caps import NodePrivacySettings
     from accord.privacy.ledger import ChargeReceipt, PrivacyLedger
 
@@ -41,10 +43,13 @@ _ALLOWED_CONTENT: Mapping[ReleaseKind, tuple[frozenset[str], frozenset[str]]] = 
     ReleaseKind.LABEL_HISTOGRAM: (frozenset({"histogram"}), frozenset()),
     ReleaseKind.PROTOCOL: (frozenset(), frozenset()),
     ReleaseKind.REVOCATION: (frozenset(), frozenset({"recorded"})),
+    ReleaseKind.RECEIPT: (frozenset(), frozenset()),
 }
 
-# Kinds that carry nothing derived from data: no charge, no DP event.
-_DATA_FREE = (ReleaseKind.PROTOCOL, ReleaseKind.REVOCATION)
+# Kinds that carry nothing read from the data: no charge, no DP event. (A receipt states
+# the run's epsilons, which for DP-SGD depend on the node's row count through its sampling
+# rate, as every report of them does; docs/agreements.md says so.)
+_DATA_FREE = (ReleaseKind.PROTOCOL, ReleaseKind.REVOCATION, ReleaseKind.RECEIPT)
 
 
 def _payload_types(kind: ReleaseKind) -> tuple[type, ...]:
@@ -64,6 +69,10 @@ def _payload_types(kind: ReleaseKind) -> tuple[type, ...]:
         from accord.governance.agreement import RevocationEntry
 
         return (RevocationEntry,)
+    if kind is ReleaseKind.RECEIPT:
+        from accord.fl.node_audit import PrivacyReceipt
+
+        return (PrivacyReceipt,)
     if kind is ReleaseKind.PROTOCOL:
         from accord.protect import messages
 
@@ -102,11 +111,16 @@ class ReleaseGate:
     each exactly once for the transport."""
 
     def __init__(
-        self, party: str, privacy: GatePrivacy | None = None, agreement: NodeAgreement | None = None
+        self,
+        party: str,
+        privacy: GatePrivacy | None = None,
+        agreement: NodeAgreement | None = None,
+        audit: NodeAudit | None = None,
     ) -> None:
         self.party = party
         self.privacy = privacy
         self.agreement = agreement
+        self.audit = audit
         self._outstanding: dict[int, SealedRelease] = {}
         self._charged: dict[tuple[int, ReleaseKind], ChargeReceipt] = {}
         self.released_bytes = 0
@@ -156,11 +170,13 @@ class ReleaseGate:
         if any(self._is_job_charge(c.round, c.release_kind, kind) for c in ledger.charges(run_key)):
             return
         settings = self.privacy.settings
+        event = SelfComposedDpEvent(round_event, rounds)
         ledger.charge(
-            run_key, JOB_CHARGE_ROUND, kind.value, dataset,
-            SelfComposedDpEvent(round_event, rounds), adversary,
+            run_key, JOB_CHARGE_ROUND, kind.value, dataset, event, adversary,
             settings.caps_for(dataset), exempt=settings.is_exempt(kind.value),
         )  # fmt: skip
+        if self.audit is not None:
+            self.audit.charged_job(kind.value, dataset, event, adversary)
 
     def charge_prepaid(
         self, round_number: int, rounds: int, kind: ReleaseKind, dataset: str, adversary: Adversary
@@ -196,16 +212,15 @@ class ReleaseGate:
         if self.agreement is not None and release.kind is not ReleaseKind.REVOCATION:
             # Refuses (exit 3, naming the clause) once the agreement is no longer in force.
             self.agreement.check()
+        # Each charge admits one release: a refused release is not retried on the same one.
+        charge = self._charged.pop((release.round, release.kind), None)
         if release.kind in _DATA_FREE:
             if release.dp_event is not None:
                 raise RefusedError(
                     f"release gate of {self.party!r}: a {release.kind.value} message carries "
                     "no DP event"
                 )
-        elif (
-            self.privacy is not None
-            and self._charged.pop((release.round, release.kind), None) is None
-        ):
+        elif self.privacy is not None and charge is None:
             raise RefusedError(
                 f"release gate of {self.party!r}: the {release.kind.value} release of round "
                 f"{release.round} was not charged to the privacy ledger first"
@@ -253,6 +268,15 @@ class ReleaseGate:
                     f"release gate of {self.party!r}: {release.kind.value} value {name!r} is "
                     "not finite"
                 )
+        if self.audit is not None:
+            # Logged before it leaves, and it leaves carrying the head: a log cut short
+            # later no longer holds the head the coordinator kept.
+            head = (
+                self.audit.head()
+                if release.kind in (ReleaseKind.PROTOCOL, ReleaseKind.RECEIPT)
+                else self.audit.released(release, charge)
+            )
+            release = dataclasses.replace(release, audit_head=head)
         sealed = SealedRelease(release)
         self._outstanding[id(sealed)] = sealed
         return sealed

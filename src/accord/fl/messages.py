@@ -32,10 +32,15 @@ class ReleaseKind(StrEnum):
     REVOCATION = "revocation"
     """A node's signed withdrawal from the agreement, or its receipt of another party's:
     no data-derived bytes."""
+    RECEIPT = "receipt"
+    """A node's privacy receipt for the run, from its own audit log and ledger."""
 
 
 REVOCATION_STAGE = "agreement_revoked"
 """The ProtocolRequest stage by which the coordinator relays a party's signed revocation."""
+RECEIPT_STAGE = "receipt"
+"""The ProtocolRequest stage that ends a run: the coordinator hands every node the audit
+heads it kept, and each node answers with its privacy receipt."""
 
 
 def tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> int:

@@ -22,7 +22,6 @@ from accord.fl.local_training import (
 )
 from accord.fl.messages import (
     COORDINATOR,
-    REVOCATION_STAGE,
     EvaluateRequest,
     ProtocolRequest,
     Release,
@@ -30,8 +29,10 @@ from accord.fl.messages import (
     Request,
     TrainRequest,
 )
-from accord.fl.node_agreement import NodeAgreement, revocation_release
+from accord.fl.node_agreement import NodeAgreement
+from accord.fl.node_audit import NodeAudit
 from accord.fl.node_ckks import NodeCkks, ckks_model_path
+from accord.fl.node_governance import NodeGovernance
 from accord.fl.node_home import NodeHome
 from accord.fl.node_metrics import (
     CustomEvaluate,
@@ -75,7 +76,7 @@ class NodeConfig:
     metrics_loss_bound: float = 10.0
 
 
-class Node(NodeTraining):
+class Node(NodeTraining, NodeGovernance):
     """Answers train and evaluate requests through its release gate."""
 
     def __init__(
@@ -92,6 +93,7 @@ class Node(NodeTraining):
         secagg: NodeSecAgg | None = None,
         ckks: NodeCkks | None = None,
         agreement: NodeAgreement | None = None,
+        audit: NodeAudit | None = None,
     ) -> None:
         if len(data.y_train) == 0:
             raise InputError(f"party {party!r} has no training rows; check its data")
@@ -99,7 +101,7 @@ class Node(NodeTraining):
         self.home = home
         self.config = config
         self.model = model
-        self.gate = ReleaseGate(party, privacy, agreement)
+        self.gate = ReleaseGate(party, privacy, agreement, audit)
         self.agreement = agreement
         self.dp_plan = dp_plan
         self.secagg = secagg
@@ -138,16 +140,9 @@ class Node(NodeTraining):
         return NodeEndpoint(self.party, self.handle, self.gate.unseal)
 
     def handle(self, request: Request) -> SealedRelease:
-        if isinstance(request, ProtocolRequest) and request.stage == REVOCATION_STAGE:
-            return self._receive_revocation(request)
-        if self.agreement is not None:
-            # Before any charge or any read of the data: refuses (exit 3) a job the
-            # agreement no longer allows; a withdrawal in this node's copy is announced.
-            revocation = self.agreement.revocation_to_announce()
-            if revocation is not None:
-                return self.gate.release(
-                    revocation_release(self.party, self.config.job_id, request.round, revocation)
-                )
+        governed = self._governance(request)
+        if governed is not None:
+            return governed
         if isinstance(request, TrainRequest):
             return self._train(request)
         if isinstance(request, EvaluateRequest):
@@ -330,17 +325,6 @@ class Node(NodeTraining):
                 mode=0o600,
             )
         return self._release_protocol(request.round, answer)
-
-    def _receive_revocation(self, request: ProtocolRequest) -> SealedRelease:
-        """Another party withdrew: verify its signed revocation against this node's own
-        agreement and record it there (this node then releases nothing more)."""
-        self._check_job(request.job_id)
-        if self.agreement is None:
-            raise RefusedError(f"node {self.party!r}: this job runs under no agreement")
-        recorded = self.agreement.receive_revocation(request.payload)
-        return self.gate.release(
-            revocation_release(self.party, self.config.job_id, request.round, None, recorded)
-        )
 
     def _release_protocol(self, round_number: int, message: Any) -> SealedRelease:
         return self.gate.release(

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from accord.errors import AgreementRefusedError, AgreementRevokedError, InputError
 from accord.fl.messages import COORDINATOR, Release, ReleaseKind
@@ -37,6 +38,10 @@ from accord.governance.agreement_terms import Terms
 from accord.governance.identity import node_identity_path
 from accord.job import Job
 from accord.privacy.caps import Cap
+
+if TYPE_CHECKING:
+    from accord.governance.approvals import Departure
+    from accord.governance.audit import AuditLog
 
 
 def node_agreement_path(home: Path) -> Path:
@@ -128,6 +133,33 @@ class NodeAgreement:
                 f"{where}: agreement {agreement.label}, {violations[0].line()}{more}"
             )
         self._terms_checked = agreement.digest
+
+    def approval_for(self, departures: Sequence[Departure], log: AuditLog) -> str:
+        """The id of the owner's valid approval of this exact job's ``departures`` (each a
+        clause protecting this owner's data only). Without one, the request is filed in the
+        node home (and logged) and the job refused, naming the id and the command."""
+        from accord.governance.approvals import ApprovalStore, approve_command
+        from accord.governance.identity import node_identity
+
+        agreement = self.agreement()
+        store = ApprovalStore(self.home, log)
+        key = node_identity(self.home, self.party).public_key
+        job_digest, task = self.job.digest(), self.job.model.task_hash
+        found = store.valid_approval(
+            self.party, job_digest, task, agreement.digest, departures, key
+        )
+        if found is not None:
+            return found.id
+        record = store.request(
+            self.party, job_digest, task, agreement.digest, agreement.label, self.job.job.name,
+            departures,
+        )  # fmt: skip
+        raise AgreementRefusedError(
+            f"party {self.party!r}: agreement {agreement.label}, clause "
+            f"{departures[0].clause}: {departures[0].message}. The owner may approve this "
+            f"job ({record.status}, approval id {record.id}): "
+            f"{approve_command(self.home, record.id)}, then run the job again"
+        )
 
     def revocation_to_announce(self, now: datetime | None = None) -> RevocationEntry | None:
         """Check as :meth:`check`; a revocation is returned the first time (to announce),

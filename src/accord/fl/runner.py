@@ -109,14 +109,22 @@ def execute_run(
         run_dir.path.mkdir(parents=True, exist_ok=True)
         run_dir.write_job(dump_job_toml(simulation.job))
         run_dir.write_run_id(simulation.run_id)
+    from accord.fl.coordinator_inbox import CoordinatorInbox
     from accord.fl.node_privacy import privacy_summary
     from accord.report.privacy import write_privacy_summary
+    from accord.report.receipts import write_audit_heads, write_receipts
 
+    inbox = coordinator.transport
     try:
         result = coordinator.run(on_round)
+        if isinstance(inbox, CoordinatorInbox):
+            write_receipts(run_dir, inbox.collect_receipts(coordinator.completed_rounds))
     finally:
-        # Also when a run stops early (a node out of budget): say what it spent.
+        # Also when a run stops early (a node out of budget): say what it spent, and keep
+        # the audit heads the nodes' releases carried.
         write_privacy_summary(run_dir, privacy_summary(simulation.nodes))
+        if isinstance(inbox, CoordinatorInbox):
+            write_audit_heads(run_dir, inbox.audit_heads)
     summary: dict[str, Any] = {}
     if result.params is not None:
         named = simulation.model.state_dict(result.params)

@@ -7,7 +7,7 @@ request loads the parameters it carries); their data, gate and home stay their o
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,12 +19,12 @@ import torch
 from accord.data.federation import FederatedData, PartyData, build_federated_data
 from accord.errors import InputError, JobFileError, TaskCodeError
 from accord.fileio import load_tensors
+from accord.fl.acceptance import accept_job, accepted
 from accord.fl.coordinator import Coordinator, ServerEvaluator
 from accord.fl.coordinator_inbox import CoordinatorInbox
 from accord.fl.gate import GatePrivacy
 from accord.fl.local_training import LocalPlan, evaluate_model
 from accord.fl.node import Node, NodeConfig
-from accord.fl.node_agreement import open_node_agreement
 from accord.fl.node_ckks import NodeCkks
 from accord.fl.node_home import NodeHome, default_home
 from accord.fl.node_metrics import CustomEvaluate
@@ -38,7 +38,7 @@ from accord.fl.strategies.base import LocalObjective
 from accord.job import Job, resolve_path
 from accord.models.builtin import build_builtin_model
 from accord.models.flat import FlatModel
-from accord.privacy.caps import NodePrivacySettings, load_node_settings
+from accord.privacy.caps import NodePrivacySettings
 from accord.transport.inprocess import InProcessTransport
 
 
@@ -195,48 +195,42 @@ def build_nodes(
     nodes = []
     for index, party in enumerate(parties):
         home = NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name)
-        settings = load_node_settings(home.path)
-        # The agreement first: a job it forbids is refused before any charge.
-        agreement = open_node_agreement(
-            home.path, party.name, job, agreement_digest, settings.min_colluding_parties
+        run_key = f"{job_id}.{run_id}"
+        acceptance = accept_job(
+            home, job, job_id, run_key, agreement_digest,
+            functools.partial(node_privacy, job, run_key, party, len(parties), home),
+        )  # fmt: skip
+        build = functools.partial(
+            Node,
+            party=party.name,
+            data=party,
+            model=model,
+            home=home,
+            config=NodeConfig(
+                job_id,
+                job.job.seed,
+                index,
+                plan,
+                job.training.shuffle,
+                job.evaluation.dp_epsilon,
+                job.evaluation.dp_loss_bound,
+            ),
+            custom_train=spec.custom_train,
+            custom_evaluate=spec.custom_evaluate,
+            privacy=acceptance.privacy,
+            dp_plan=acceptance.dp_plan,
+            secagg=(
+                NodeSecAgg(job, job_id, party.name, home.path, names)
+                if job.protection.secagg
+                else None
+            ),
+            ckks=(
+                NodeCkks(job, job_id, party.name, home.path, names) if job.protection.ckks else None
+            ),
+            agreement=acceptance.agreement,
+            audit=acceptance.audit,
         )
-        if agreement is not None:
-            settings = dataclasses.replace(settings, caps=[*settings.caps, *agreement.caps()])
-        gate_privacy, dp_plan = node_privacy(
-            job, f"{job_id}.{run_id}", party, len(parties), home, settings
-        )
-        nodes.append(
-            Node(
-                party=party.name,
-                data=party,
-                model=model,
-                home=home,
-                config=NodeConfig(
-                    job_id,
-                    job.job.seed,
-                    index,
-                    plan,
-                    job.training.shuffle,
-                    job.evaluation.dp_epsilon,
-                    job.evaluation.dp_loss_bound,
-                ),
-                custom_train=spec.custom_train,
-                custom_evaluate=spec.custom_evaluate,
-                privacy=gate_privacy,
-                dp_plan=dp_plan,
-                secagg=(
-                    NodeSecAgg(job, job_id, party.name, home.path, names)
-                    if job.protection.secagg
-                    else None
-                ),
-                ckks=(
-                    NodeCkks(job, job_id, party.name, home.path, names)
-                    if job.protection.ckks
-                    else None
-                ),
-                agreement=agreement,
-            )
-        )
+        nodes.append(accepted(build, acceptance))
     return nodes
 
 

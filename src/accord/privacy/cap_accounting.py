@@ -27,10 +27,17 @@ from accord.privacy.events import Adversary, event_to_json
 
 def count_against(releases: Sequence[tuple[DpEvent, Adversary]], cap: Cap) -> list[DpEvent]:
     """Each release's event as it counts against ``cap``'s adversary."""
+    return events_against(releases, cap.adversary)
+
+
+def events_against(
+    releases: Sequence[tuple[DpEvent, Adversary]], against: Adversary
+) -> list[DpEvent]:
+    """Each release's event as it counts against the adversary ``against``."""
     counted: list[DpEvent] = []
     for event, adversary in releases:
         if (
-            cap.adversary is Adversary.COORDINATOR_AND_RECIPIENTS
+            against is Adversary.COORDINATOR_AND_RECIPIENTS
             and adversary is not Adversary.COORDINATOR_AND_RECIPIENTS
             and not isinstance(event, NoOpDpEvent)
         ):

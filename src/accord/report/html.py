@@ -17,6 +17,7 @@ from accord.report.privacy import (
     privacy_rows,
     read_privacy_summary,
 )
+from accord.report.receipts import read_receipts, receipts_section
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1040px; color: #222; }
@@ -134,6 +135,7 @@ def render_report(
     records: list[dict[str, Any]],
     plots: dict[str, bytes],
     privacy: dict[str, Any] | None = None,
+    receipts: dict[str, Any] | None = None,
 ) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -149,6 +151,8 @@ def render_report(
     parts.append("</table>")
     if privacy is not None:
         parts += privacy_section(privacy)
+    if receipts:
+        parts += receipts_section(receipts)
     for name, png in plots.items():
         encoded = base64.b64encode(png).decode("ascii")
         parts.append(f"<h2>{html.escape(name.removesuffix('.png').title())}</h2>")
@@ -188,4 +192,5 @@ def write_report(run_dir: RunDir) -> None:
     for name, png in plots.items():
         write_bytes_atomic(run_dir.path / name, png)
     privacy = read_privacy_summary(run_dir)
-    write_text_atomic(run_dir.report_file, render_report(job, records, plots, privacy))
+    receipts = read_receipts(run_dir)
+    write_text_atomic(run_dir.report_file, render_report(job, records, plots, privacy, receipts))

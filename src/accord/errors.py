@@ -34,6 +34,9 @@ class                     exit  meaning
 ``AgreementRefusedError`` 3     the agreement is not in force (unsigned, a bad signature,
                                 outside its window) or a job breaks one of its clauses;
                                 the message names the clause
+``ApprovalNeededError``   3     a job departs from a clause that protects one owner's data
+                                only; the owner may approve it (the message names the
+                                approval id and the command)
 ``AgreementRevokedError`` 3     a signatory withdrew the agreement (carries the signed
                                 revocation, so the other nodes can be told)
 ``AuditTamperedError``    3     a node's audit log fails verification: an entry edited,
@@ -119,6 +122,15 @@ class AgreementFileError(InputError):
 
 class AgreementRefusedError(RefusedError):
     """The agreement is not in force, or a job breaks one of its clauses (named)."""
+
+
+class ApprovalNeededError(AgreementRefusedError):
+    """A job departs only from clauses its owner may relax; ``approval_ids`` name the
+    requests filed in the owners' node homes."""
+
+    def __init__(self, message: str, approval_ids: list[str]) -> None:
+        super().__init__(message)
+        self.approval_ids = approval_ids
 
 
 class AgreementRevokedError(AgreementRefusedError):

@@ -22,7 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from accord.errors import AgreementRefusedError, AgreementRevokedError, InputError
+from accord.errors import (
+    AgreementRefusedError,
+    AgreementRevokedError,
+    ApprovalNeededError,
+    InputError,
+)
 from accord.fl.messages import COORDINATOR, Release, ReleaseKind
 from accord.governance.agreement import (
     NODE_AGREEMENT_FILE,
@@ -154,11 +159,12 @@ class NodeAgreement:
             self.party, job_digest, task, agreement.digest, agreement.label, self.job.job.name,
             departures,
         )  # fmt: skip
-        raise AgreementRefusedError(
+        raise ApprovalNeededError(
             f"party {self.party!r}: agreement {agreement.label}, clause "
             f"{departures[0].clause}: {departures[0].message}. The owner may approve this "
             f"job ({record.status}, approval id {record.id}): "
-            f"{approve_command(self.home, record.id)}, then run the job again"
+            f"{approve_command(self.home, record.id)}, then run the job again",
+            [record.id],
         )
 
     def revocation_to_announce(self, now: datetime | None = None) -> RevocationEntry | None:

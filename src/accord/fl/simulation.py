@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from accord.data.federation import FederatedData, PartyData, build_federated_data
-from accord.errors import InputError, JobFileError, TaskCodeError
+from accord.errors import ApprovalNeededError, InputError, JobFileError, TaskCodeError
 from accord.fileio import load_tensors
 from accord.fl.acceptance import accept_job, accepted
 from accord.fl.coordinator import Coordinator, ServerEvaluator
@@ -193,13 +193,19 @@ def build_nodes(
         )
     names = [party.name for party in parties]
     nodes = []
+    pending: list[ApprovalNeededError] = []
     for index, party in enumerate(parties):
         home = NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name)
         run_key = f"{job_id}.{run_id}"
-        acceptance = accept_job(
-            home, job, job_id, run_key, agreement_digest,
-            functools.partial(node_privacy, job, run_key, party, len(parties), home),
-        )  # fmt: skip
+        try:
+            acceptance = accept_job(
+                home, job, job_id, run_key, agreement_digest,
+                functools.partial(node_privacy, job, run_key, party, len(parties), home),
+            )  # fmt: skip
+        except ApprovalNeededError as waiting:
+            # Every owner whose approval the job needs files its request in one go.
+            pending.append(waiting)
+            continue
         build = functools.partial(
             Node,
             party=party.name,
@@ -231,6 +237,10 @@ def build_nodes(
             audit=acceptance.audit,
         )
         nodes.append(accepted(build, acceptance))
+    if pending:
+        ids = [i for waiting in pending for i in waiting.approval_ids]
+        more = f" (and {len(pending) - 1} more owners: ids {', '.join(ids[1:])})" if ids[1:] else ""
+        raise ApprovalNeededError(f"{pending[0]}{more}", ids)
     return nodes
 
 

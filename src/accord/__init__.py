@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from accord.errors import (
     AccordError,
+    AgreementFileError,
+    AgreementRefusedError,
+    AgreementRevokedError,
+    ApprovalNeededError,
+    AuditTamperedError,
     DataError,
     GateBypassError,
     InputError,
@@ -50,10 +55,22 @@ _LAZY = {
     "SecureGenerator": "accord.secure_random",
     "open_node_generator": "accord.node_secrets",
     "build_federated_data": "accord.data.federation",
+    "load_agreement": "accord.governance.agreement",
+    "AuditLog": "accord.governance.audit",
+    "read_audit": "accord.governance.audit",
+    "verify_audit": "accord.governance.audit",
+    "ApprovalStore": "accord.governance.approvals",
 }
 
 __all__ = [
     "AccordError",
+    "AgreementFileError",
+    "AgreementRefusedError",
+    "AgreementRevokedError",
+    "ApprovalNeededError",
+    "ApprovalStore",
+    "AuditLog",
+    "AuditTamperedError",
     "ClientUpdate",
     "Coordinator",
     "DataError",
@@ -80,14 +97,17 @@ __all__ = [
     "build_simulation",
     "build_strategy",
     "evaluate_on_parties",
+    "load_agreement",
     "load_job",
     "load_task",
     "open_node_generator",
     "parse_job",
+    "read_audit",
     "run_job",
     "task_code_hash",
     "train_alone",
     "train_pooled",
+    "verify_audit",
 ]
 
 
@@ -110,6 +130,9 @@ if TYPE_CHECKING:
     from accord.fl.runner import run_job
     from accord.fl.simulation import Simulation, build_simulation
     from accord.fl.strategies import ClientUpdate, Strategy, build_strategy
+    from accord.governance.agreement import load_agreement
+    from accord.governance.approvals import ApprovalStore
+    from accord.governance.audit import AuditLog, read_audit, verify_audit
     from accord.job import Job, load_job, parse_job
     from accord.models.builtin import build_builtin_model
     from accord.models.flat import FlatModel

@@ -29,7 +29,8 @@ def keys() -> None:
     "node_home",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Write the key into this node home instead, as secrets/identity.key (no .pub).",
+    help="Write the key into this node home instead, as secrets/identity.key (no .pub), and "
+    "name the party in its node.toml if it has none.",
 )
 def new(name: str, out: Path | None, node_home: Path | None) -> None:
     """Create party NAME's identity key; print its public key line and fingerprint.
@@ -51,6 +52,12 @@ def new(name: str, out: Path | None, node_home: Path | None) -> None:
     if node_home is not None:
         key_path = write_node_identity(identity, node_home)
         wrote = f"wrote {key_path} (private key, mode 600: it never leaves this node)"
+        node_file = node_home / "node.toml"
+        if not node_file.exists():
+            # The home now belongs to NAME: say so where every command looks.
+            from accord.fileio import write_text_atomic
+
+            write_text_atomic(node_file, f'party = "{name}"\n', mode=0o600)
     else:
         key_path, pub_path = write_identity_files(identity, out if out is not None else Path())
         wrote = (

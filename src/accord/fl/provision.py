@@ -19,6 +19,7 @@ from accord.fileio import write_bytes_atomic
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from accord.errors import AgreementRevokedError
     from accord.governance.agreement import Agreement
     from accord.job import Job
 
@@ -63,3 +64,33 @@ def coordinator_agreement(job: Job, base_dir: Path, homes: Mapping[str, Path]) -
             if source.exists():
                 write_bytes_atomic(target, source.read_bytes(), mode=0o644)
     return agreement
+
+
+def relay_withdrawal(
+    agreement: Agreement, homes: Mapping[str, Path], revoked: AgreementRevokedError
+) -> AgreementRevokedError:
+    """A node refused the job at acceptance because its own copy carries its party's
+    withdrawal. As the coordinator would at its first request, record it in the
+    coordinator's copy and tell every other node (each verifies it against its own copy).
+    Returns the error to raise, saying who recorded it."""
+    from accord.errors import AccordError
+    from accord.errors import AgreementRevokedError as Revoked
+    from accord.fl.node_agreement import node_agreement_path
+    from accord.governance.agreement import RevocationEntry, load_agreement, record_revocation
+
+    revocation = revoked.revocation
+    assert isinstance(revocation, RevocationEntry)
+    record_revocation(agreement, revocation)
+    told = []
+    for party, home in homes.items():
+        copy = node_agreement_path(home)
+        if party == revocation.party or not copy.exists():
+            continue
+        try:
+            record_revocation(load_agreement(copy), revocation)
+        except AccordError:
+            continue  # that node's copy does not verify it: it stays as it is
+        told.append(party)
+    others = len(homes) - 1
+    return Revoked(f"{revoked}; the coordinator and {len(told)} of {others} other nodes "
+                   "verified and recorded the withdrawal", revocation)  # fmt: skip

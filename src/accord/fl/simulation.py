@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from accord.data.federation import FederatedData, PartyData, build_federated_data
-from accord.errors import ApprovalNeededError, InputError, JobFileError, TaskCodeError
+from accord.errors import (
+    AgreementRevokedError,
+    ApprovalNeededError,
+    InputError,
+    JobFileError,
+    TaskCodeError,
+)
 from accord.fileio import load_tensors
 from accord.fl.acceptance import accept_job, accepted
 from accord.fl.coordinator import Coordinator, ServerEvaluator
@@ -31,7 +37,7 @@ from accord.fl.node_metrics import CustomEvaluate
 from accord.fl.node_privacy import NodeDpPlan, plan_node_privacy
 from accord.fl.node_secagg import NodeSecAgg
 from accord.fl.node_training import CustomTrain
-from accord.fl.provision import coordinator_agreement, provision_identities
+from accord.fl.provision import coordinator_agreement, provision_identities, relay_withdrawal
 from accord.fl.run_dir import RunDir
 from accord.fl.strategies import build_strategy
 from accord.fl.strategies.base import LocalObjective
@@ -347,18 +353,23 @@ def build_simulation(
     if job.protection.enabled:
         check_protection(job, job_id, names)
         roster_keys = provision_identities(homes) if agreement is None else agreement.roster_keys()
-    nodes = build_nodes(
-        job,
-        job_id,
-        data.parties,
-        model,
-        spec,
-        local_plan(job, strategy.objective),
-        homes_root,
-        base_dir,
-        run_id,
-        None if agreement is None else agreement.digest,
-    )
+    try:
+        nodes = build_nodes(
+            job,
+            job_id,
+            data.parties,
+            model,
+            spec,
+            local_plan(job, strategy.objective),
+            homes_root,
+            base_dir,
+            run_id,
+            None if agreement is None else agreement.digest,
+        )
+    except AgreementRevokedError as revoked:
+        if agreement is None:
+            raise
+        raise relay_withdrawal(agreement, homes, revoked) from None
     transport = CoordinatorInbox(
         InProcessTransport(node.endpoint() for node in nodes), job_id, names,
         None if agreement is None else agreement.path,

@@ -1,6 +1,8 @@
-"""Governance: party identities and the roster (agreements and the audit log come later).
+"""Governance: party identities, the roster, agreements, approvals and the audit trail.
 
-Public API:
+Agreements (:mod:`~accord.governance.agreement`, ``agreement_terms``, ``agreement_check``),
+owner approvals (:mod:`~accord.governance.approvals`) and the audit log
+(:mod:`~accord.governance.audit`) are imported from their modules. Public API here:
 
 * :class:`PartyIdentity`, :func:`generate_identity`, :func:`load_identity`,
   :func:`node_identity`, :func:`write_identity_files`, :func:`write_node_identity`

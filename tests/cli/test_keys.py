@@ -61,7 +61,9 @@ def test_new_into_a_node_home(invoke: Invoke, tmp_path: Path) -> None:
     key_path = home / "secrets" / "identity.key"
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(key_path.parent.stat().st_mode) == 0o700
-    assert sorted(p.name for p in home.rglob("*")) == ["identity.key", "secrets"]
+    assert sorted(p.name for p in home.rglob("*")) == ["identity.key", "node.toml", "secrets"]
+    # The home now belongs to alice (its node.toml says so, owner-only like the home).
+    assert (home / "node.toml").read_text() == 'party = "alice"\n'
     assert result.out.splitlines()[0] == node_identity(home, "alice").public_key_line
     again = one_line_error(invoke("keys", "new", "alice", "--node-home", str(home)))
     assert "identity.key already exists" in again

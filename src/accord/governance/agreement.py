@@ -25,8 +25,6 @@ included, has signed it, no signatory has revoked it, and the time is inside its
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -44,6 +42,8 @@ from accord.fileio import write_bytes_atomic
 from accord.governance.agreement_terms import Terms
 from accord.governance.identity import (
     PartyIdentity,
+    b64_bytes,
+    b64_text,
     fingerprint,
     parse_public_key_line,
     verify_signature,
@@ -213,7 +213,7 @@ def sign_agreement(agreement: Agreement, identity: PartyIdentity) -> str:
     entry = SignatureEntry(
         party=party,
         key_id=identity.fingerprint,
-        signature=_b64(identity.sign(bytes.fromhex(agreement.digest))),
+        signature=b64_text(identity.sign(bytes.fromhex(agreement.digest))),
     )
     others = [s for s in agreement.signature_file.signatures if s.party != party]
     updated = agreement.signature_file.model_copy(update={"signatures": [*others, entry]})
@@ -231,7 +231,7 @@ def make_revocation(
         party=party, key_id=identity.fingerprint, revoked_at=at, reason=reason, signature=""
     )
     signature = identity.sign(unsigned.payload(agreement.digest))
-    return unsigned.model_copy(update={"signature": _b64(signature)})
+    return unsigned.model_copy(update={"signature": b64_text(signature)})
 
 
 def record_revocation(agreement: Agreement, revocation: RevocationEntry) -> bool:
@@ -309,7 +309,7 @@ def _status(agreement: Agreement) -> AgreementStatus:
             problems.append(f"the signature of {entry.party!r} is by a key not in the agreement")
         elif entry.party in signed:
             problems.append(f"{entry.party!r} signed twice")
-        elif not verify_signature(key, _unb64(entry.signature), digest):
+        elif not verify_signature(key, b64_bytes(entry.signature), digest):
             problems.append(
                 f"the signature of {entry.party!r} does not verify (the terms changed since "
                 "it was made, or it was altered)"
@@ -342,18 +342,7 @@ def _revocation_problem(agreement: Agreement, revocation: RevocationEntry) -> st
         return f"a revocation names {revocation.party!r}, who is not a party"
     key = parse_public_key_line(party.key, f"parties.{party.name}.key")
     if revocation.key_id != fingerprint(key) or not verify_signature(
-        key, _unb64(revocation.signature), revocation.payload(agreement.digest)
+        key, b64_bytes(revocation.signature), revocation.payload(agreement.digest)
     ):
         return f"the revocation by {revocation.party!r} does not verify"
     return None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return b""

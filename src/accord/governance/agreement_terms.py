@@ -10,13 +10,12 @@ See ``docs/agreements.md`` for a complete annotated example.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from accord.privacy.events import Adversary
+from accord.privacy.caps import CapBudget
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _NAME = r"^[A-Za-z0-9_.-]+$"
@@ -81,21 +80,9 @@ class PartyTerm(BaseModel):
             raise ValueError(str(exc)) from None
 
 
-class DpCapTerm(BaseModel):
+class DpCapTerm(CapBudget):
     """A dataset's DP cap: all releases from it, composed, within epsilon at delta against
     the adversary. Set by the dataset's owner; it joins the caps in the owner's node.toml."""
-
-    model_config = _STRICT
-    epsilon: float = Field(ge=0)
-    delta: float = Field(ge=0, lt=1)
-    adversary: Adversary = Adversary.COORDINATOR_AND_RECIPIENTS
-
-    @field_validator("epsilon")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
 
 
 class DatasetTerm(BaseModel):

@@ -23,8 +23,6 @@ Why it is safe to keep these as files in the node home:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
@@ -46,6 +44,8 @@ from accord.governance.audit import AuditLog
 from accord.governance.identity import (
     PARTY_NAME_PATTERN,
     PartyIdentity,
+    b64_bytes,
+    b64_text,
     home_party,
     verify_signature,
 )
@@ -282,7 +282,7 @@ class ApprovalStore:
         same = (record.party, record.job_digest, record.task_hash, record.agreement_digest)
         if record.status != "approved" or same != (party, job_digest, task_hash, agreement_digest):
             return None
-        signature = _unb64(record.signature or "")
+        signature = b64_bytes(record.signature or "")
         if not verify_signature(public_key, signature, decision_payload(record)):
             return None  # edited since it was signed, or signed by another key
         if record.expired(now):
@@ -323,7 +323,7 @@ class ApprovalStore:
         fields.update(status=status, decided_at=_stamp(at), expires_at=expires_at)
         # The same JSON form that decision_payload() covers when the record is read back.
         signature = identity.sign(_payload(fields))
-        fields["signature"] = base64.b64encode(signature).decode("ascii")
+        fields["signature"] = b64_text(signature)
         decided = _validated(self.path(record.id), **fields)
         self._write(decided, status)
         return decided
@@ -385,10 +385,3 @@ def _parse_time(text: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone (write it in UTC, +00:00)")
     return parsed
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return b""

@@ -22,8 +22,6 @@ Reading and verifying need only the node's public key, never its private key.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import hashlib
 import itertools
@@ -31,10 +29,8 @@ import json
 import os
 import re
 import sqlite3
-import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,9 +42,12 @@ from accord.errors import AccordError, AuditTamperedError, InputError
 from accord.governance.identity import (
     PARTY_NAME_PATTERN,
     PartyIdentity,
+    b64_bytes,
+    b64_text,
     home_party,
     verify_signature,
 )
+from accord.sqlite_wal import connect_wal, transaction
 
 AUDIT_FILE = Path("state") / "audit.sqlite3"
 GENESIS_HASH = "0" * 64  # the prev_hash of entry 1
@@ -56,9 +55,6 @@ GENESIS_HASH = "0" * 64  # the prev_hash of entry 1
 _HEAD_KIND = "accord-audit-head-v1"  # domain separation: never an agreement's signature
 _HASH = re.compile(r"[0-9a-f]{64}")
 _PARTY = re.compile(PARTY_NAME_PATTERN)
-# Seconds an append waits for another process's append (each holds the lock for
-# milliseconds), and a reader for a writer setting up the file.
-_BUSY_TIMEOUT_S = 60.0
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY, party TEXT NOT NULL,
@@ -115,14 +111,14 @@ class AuditHead:
             raise InputError(f"{where}: seq must be an integer of at least 1 (got {seq!r})")
         if not isinstance(hash_, str) or not _HASH.fullmatch(hash_):
             raise InputError(f"{where}: entry_hash must be 64 lowercase hex digits")
-        if not isinstance(signature, str) or len(_unb64(signature)) != 64:
+        if not isinstance(signature, str) or len(b64_bytes(signature)) != 64:
             raise InputError(f"{where}: signature must be the base64 of a 64-byte signature")
         return cls(party, seq, hash_, signature)
 
     def verifies(self, public_key: Ed25519PublicKey) -> bool:
         """Whether ``public_key`` signed this head."""
         payload = head_payload(self.party, self.seq, self.entry_hash)
-        return verify_signature(public_key, _unb64(self.signature), payload)
+        return verify_signature(public_key, b64_bytes(self.signature), payload)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,38 +141,6 @@ class AuditEntry:
 # --- storage -----------------------------------------------------------------------------------
 
 
-def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(target, timeout=_BUSY_TIMEOUT_S, isolation_level=None, uri=uri)
-    # As in the privacy ledger: switching to WAL answers "locked" at once, without waiting,
-    # while another process holds the new file, so retry within the busy timeout.
-    deadline = time.monotonic() + _BUSY_TIMEOUT_S
-    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                conn.close()
-                raise
-            time.sleep(0.02)
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Connection]:
-    """``begin`` … ``COMMIT`` (``ROLLBACK`` on any exception), then close."""
-    try:
-        conn.execute(begin)
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
 class AuditLog:
     """The writer: one per node home; appends are signed with the node's identity key."""
 
@@ -195,7 +159,7 @@ class AuditLog:
         # Owner-only, like everything in a node home; SQLite gives its -wal and -shm files
         # the database file's permissions.
         os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        with _transaction(_connect(str(self.path)), "BEGIN IMMEDIATE") as conn:
+        with transaction(connect_wal(str(self.path))) as conn:
             for statement in _SCHEMA:  # one at a time: executescript() would commit
                 conn.execute(statement)
 
@@ -212,13 +176,13 @@ class AuditLog:
             body_json = rfc8785.dumps(dict(body)).decode("utf-8")
         except rfc8785.CanonicalizationError as exc:
             raise AccordError(f"audit entry {kind!r}: its body is not JSON ({exc})") from None
-        with _transaction(_connect(str(self.path)), "BEGIN IMMEDIATE") as conn:
+        with transaction(connect_wal(str(self.path))) as conn:
             last = conn.execute(f"SELECT seq, entry_hash FROM entries {_LAST}").fetchone()
             seq, prev = (last[0] + 1, last[1]) if last is not None else (1, GENESIS_HASH)
             # Taken under the lock, so that times rise with sequence numbers.
             at = datetime.now(UTC).isoformat(timespec="microseconds")
             digest = entry_hash(party, seq, at, kind, json.loads(body_json), prev)
-            signature = _b64(self.identity.sign(head_payload(party, seq, digest)))
+            signature = b64_text(self.identity.sign(head_payload(party, seq, digest)))
             conn.execute(
                 f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (seq, party, at, kind, body_json, prev, digest, signature),
@@ -227,7 +191,7 @@ class AuditLog:
 
     def head(self) -> AuditHead | None:
         """The latest entry's head (None for an empty log); not verified."""
-        with _transaction(_connect(str(self.path)), "BEGIN") as conn:
+        with transaction(connect_wal(str(self.path)), "BEGIN") as conn:
             rows = _entries(conn, _LAST)
         return rows[0].head() if rows else None
 
@@ -246,8 +210,8 @@ def read_audit(home: Path) -> list[AuditEntry]:
         raise InputError(f"{home}: this node home has no audit log ({AUDIT_FILE})")
     try:
         # mode=rw: never create an empty database where none was.
-        conn = _connect(path.resolve().as_uri() + "?mode=rw", uri=True)
-        with _transaction(conn, "BEGIN") as conn:
+        conn = connect_wal(path.resolve().as_uri() + "?mode=rw", uri=True)
+        with transaction(conn, "BEGIN") as conn:
             return _entries(conn, "ORDER BY seq")
     except sqlite3.DatabaseError as exc:
         raise InputError(f"{path}: not an Accord audit log ({exc})") from None
@@ -386,14 +350,3 @@ def _head_problems(
             "(its tail was cut off)"
         )
     return problems
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return b""

@@ -92,6 +92,20 @@ def fingerprint(public_key: Ed25519PublicKey) -> str:
     return " ".join(digest[i : i + 4] for i in range(0, 16, 4))
 
 
+def b64_text(data: bytes) -> str:
+    """``data`` as standard base64 text (how signatures are written in files)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64_bytes(text: str) -> bytes:
+    """The bytes of strict base64 ``text``; empty for anything else (a signature that
+    is not base64 then simply fails to verify)."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def verify_signature(public_key: Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` is ``public_key``'s Ed25519 signature of ``data``."""
     try:

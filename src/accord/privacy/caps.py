@@ -49,12 +49,12 @@ from accord.privacy.events import Adversary
 NODE_FILE = "node.toml"
 
 
-class Cap(BaseModel):
-    """At most ``epsilon`` at ``delta`` against ``adversary`` for all releases of ``dataset``."""
+class CapBudget(BaseModel):
+    """At most ``epsilon`` at ``delta`` against ``adversary`` (an agreement's cap on a
+    dataset it names, or the budget part of a node's :class:`Cap`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     epsilon: float = Field(ge=0)
     delta: float = Field(ge=0, lt=1)
     adversary: Adversary = Adversary.COORDINATOR_AND_RECIPIENTS
@@ -65,6 +65,12 @@ class Cap(BaseModel):
         if not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
+
+
+class Cap(CapBudget):
+    """At most ``epsilon`` at ``delta`` against ``adversary`` for all releases of ``dataset``."""
+
+    dataset: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
 
     def describe(self) -> str:
         """``epsilon 3 at delta 1e-05 against coordinator_and_recipients``."""

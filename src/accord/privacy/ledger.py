@@ -41,9 +41,8 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,12 +67,10 @@ from accord.privacy.cap_accounting import (
 )
 from accord.privacy.caps import Cap, load_node_settings
 from accord.privacy.events import Adversary, event_from_json, event_to_json
+from accord.sqlite_wal import connect_wal, transaction
 
 LEDGER_FILE = Path("state") / "ledger.sqlite3"
 
-# Seconds a charge waits for another process's charge to finish (it holds the write lock
-# while it computes epsilon, which takes well under a second per cap).
-_BUSY_TIMEOUT_S = 120.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS charges (
@@ -156,49 +153,13 @@ class PrivacyLedger:
 
     # -- storage ------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        # WAL is a property of the file: set it once. Switching answers "database is
-        # locked" at once, without waiting, while another process holds the new file, so
-        # retry within the busy timeout.
-        deadline = time.monotonic() + _BUSY_TIMEOUT_S
-        while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``; ``ROLLBACK`` on any exception."""
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        return transaction(connect_wal(str(self.path)))
 
-    @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
+    def _reading(self) -> AbstractContextManager[sqlite3.Connection]:
         """A consistent snapshot for reads (a deferred transaction)."""
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("ROLLBACK")
-        finally:
-            conn.close()
+        return transaction(connect_wal(str(self.path)), "BEGIN")
 
     @staticmethod
     def _rows(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from accord.errors import InputError
 from accord.fileio import write_bytes_atomic
 from accord.governance.audit import AuditHead, AuditLog, read_audit
 from accord.job import Job
@@ -215,5 +216,10 @@ def ensure_identity(home: Path, party: str) -> AuditLog:
     )
 
     if not node_identity_path(home).exists():
-        write_node_identity(generate_identity(party), home)
+        try:
+            write_node_identity(generate_identity(party), home)
+        except InputError:
+            # Another run on the same home created it first (it never overwrites one).
+            if not node_identity_path(home).exists():
+                raise
     return AuditLog(home, node_identity(home, party))

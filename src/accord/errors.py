@@ -39,6 +39,12 @@ class                     exit  meaning
                                 approval id and the command)
 ``AgreementRevokedError`` 3     a signatory withdrew the agreement (carries the signed
                                 revocation, so the other nodes can be told)
+``WireError``             2     a network message is malformed, truncated, oversized or of
+                                a type not allowed on the wire (never unpickled)
+``PeerRefusedError``      3     a peer failed authentication above TLS: a certificate
+                                from another CA, expired or revoked, an identity binding
+                                that does not verify, a name not in the agreement, a
+                                replayed message
 ``AuditTamperedError``    3     a node's audit log fails verification: an entry edited,
                                 deleted, inserted or reordered, or its tail cut off
 ========================  ====  ==========================================================
@@ -144,3 +150,11 @@ class AgreementRevokedError(AgreementRefusedError):
 class AuditTamperedError(RefusedError):
     """A node's audit log fails verification: an entry edited, deleted, inserted or reordered,
     or its tail cut off."""
+
+
+class WireError(InputError):
+    """A network message is malformed, truncated, oversized or of a type not on the wire."""
+
+
+class PeerRefusedError(RefusedError):
+    """A peer failed authentication above TLS (certificate, identity binding, name, replay)."""

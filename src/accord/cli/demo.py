@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from accord.cli.progress import round_progress
 
 
 def run_demo(out: Path, homes_root: Path | None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    from accord.fl.baselines import evaluate_on_parties, train_alone
     from accord.fl.runner import execute_run, prepare_run
 
     job_file = resources.files("accord.demo") / "demo.toml"
@@ -26,7 +25,16 @@ def run_demo(out: Path, homes_root: Path | None) -> None:
     with round_progress(simulation.job.job.rounds, 0) as on_round:
         outcome = execute_run(simulation, run_dir, False, on_round, replace=True)
     assert outcome.result.params is not None  # the demo job is not a CKKS job
-    federated = evaluate_on_parties(simulation, outcome.result.params)
+    print_summary(console, simulation, outcome.result.params, outcome.run_dir.report_file)
+
+
+def print_summary(console: Any, simulation: Any, params: Any, report_file: Path) -> None:
+    """The demo's table (each hospital alone vs. together) and its last two lines."""
+    from rich.table import Table
+
+    from accord.fl.baselines import evaluate_on_parties, train_alone
+
+    federated = evaluate_on_parties(simulation, params)
     table = Table(title="Each hospital alone vs. together (test accuracy)")
     for column in (
         "hospital",
@@ -49,5 +57,5 @@ def run_demo(out: Path, homes_root: Path | None) -> None:
             f"{federated['per_party'][party.name]['accuracy']:.4f}",
         )
     console.print(table)
-    print(f"report: {outcome.run_dir.report_file}")
+    print(f"report: {report_file}")
     print(f"federated test accuracy {federated['federated']['accuracy']:.4f}")

@@ -11,10 +11,12 @@ from accord.cli.agreement import agreement
 from accord.cli.approvals import approvals
 from accord.cli.audit import audit
 from accord.cli.budget import budget
+from accord.cli.deploy import coordinator, node
 from accord.cli.encrypted import encrypted
 from accord.cli.errors import run_guarded
 from accord.cli.keys import keys
 from accord.cli.privacy import privacy_group
+from accord.cli.provision import provision
 from accord.cli.stats import stats
 
 node_homes_option = click.option(
@@ -92,8 +94,19 @@ def report(run_dir: Path) -> None:
     help="Run folder (replaced).",
 )
 @node_homes_option
-def demo(out: Path, node_homes: Path | None) -> None:
+@click.option(
+    "--network",
+    is_flag=True,
+    help="Run it through a coordinator and four node processes on 127.0.0.1 (gRPC, mutual "
+    "TLS), set up from keys to kits in OUT-network/.",
+)
+def demo(out: Path, node_homes: Path | None, network: bool) -> None:
     """Four hospitals train one model on non-IID shares of breast-cancer data."""
+    if network:
+        from accord.cli.demo_network import run_network_demo
+
+        run_network_demo(out, out.with_name(out.name + "-network"))
+        return
     from accord.cli.demo import run_demo
 
     run_demo(out, node_homes)
@@ -112,9 +125,12 @@ app.add_command(agreement)
 app.add_command(approvals)
 app.add_command(audit)
 app.add_command(budget)
+app.add_command(coordinator)
+app.add_command(node)
 app.add_command(encrypted)
 app.add_command(keys)
 app.add_command(privacy_group)
+app.add_command(provision)
 app.add_command(stats)
 
 

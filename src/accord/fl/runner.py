@@ -139,8 +139,11 @@ def execute_run(
     else:
         # CKKS: the coordinator never held the model; the key holder's node wrote it, and
         # writes its own run folder and report beside it.
-        summary["model_held_by"] = str(ckks_model_file(simulation))
-        summary["key_holder_report"] = str(write_key_holder_run(simulation, result.records))
+        if simulation.nodes:
+            summary["model_held_by"] = str(ckks_model_file(simulation))
+            summary["key_holder_report"] = str(write_key_holder_run(simulation, result.records))
+        else:  # deployed: the key holder's own node process wrote it, in its own home
+            summary["model_held_by"] = f"{simulation.job.protection.key_holder}'s node home"
     run_dir.write_summary(
         {
             **summary,

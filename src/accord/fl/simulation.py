@@ -181,7 +181,10 @@ def build_nodes(
     base_dir: Path,
     run_id: str,
     agreement_digest: str | None = None,
+    only: tuple[str, Path] | None = None,
 ) -> list[Node]:
+    """Every party's node; with ``only`` = (party, home), that party's node alone (a
+    deployed node process), in its own home."""
     if job.privacy.mode == "dpsgd":
         # Client-level DP clips the whole update, so any local training may run under it.
         from accord.privacy.dpsgd import check_private_module
@@ -201,7 +204,12 @@ def build_nodes(
     nodes = []
     pending: list[ApprovalNeededError] = []
     for index, party in enumerate(parties):
-        home = NodeHome(node_home_path(job, party.name, homes_root, base_dir), party.name)
+        if only is not None and party.name != only[0]:
+            continue
+        path = (
+            only[1] if only is not None else node_home_path(job, party.name, homes_root, base_dir)
+        )
+        home = NodeHome(path, party.name)
         run_key = f"{job_id}.{run_id}"
         try:
             acceptance = accept_job(

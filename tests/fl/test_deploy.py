@@ -1,0 +1,148 @@
+"""Deployment over gRPC with mutual TLS, on 127.0.0.1: who gets in, and who is refused.
+
+A real gRPC server with the coordinator's kit and a real node connection with each party's
+kit, as ``accord coordinator`` and ``accord node`` set them up; the federation (keys, signed
+agreement, requests, CA, kits) is made the way ``accord demo --network`` makes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from accord.cli.demo_network import _set_up
+from accord.errors import TransportError
+from accord.fl.deploy_node import authenticate_peer
+from accord.governance.agreement import load_agreement
+from accord.governance.federation_ca import revoke
+from accord.governance.identity import load_identity
+from accord.governance.provisioning import TLS_KEY_FILE, check_challenge, load_kit
+from accord.transport.grpc_coordinator import CoordinatorServer
+from accord.transport.grpc_link import CHANNEL_OPTIONS, METHOD
+from accord.transport.grpc_node import NodeConnection
+from accord.transport.wire import chunks
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("federation") / "work"
+    _set_up(folder)
+    return folder
+
+
+@pytest.fixture
+def server(work: Path) -> Iterator[CoordinatorServer]:
+    kit = load_kit(work / "kits" / "coordinator")
+    agreement = load_agreement(kit.agreement_path)
+    identity = load_identity(work / "keys" / "coordinator.key")
+    tls_key = (work / "keys" / "coordinator.tls.key").read_bytes()
+    running = CoordinatorServer("127.0.0.1:0", kit.cert_pem, tls_key, kit.ca_pem,
+                                authenticate_peer(kit, agreement, identity),
+                                hello_timeout_s=5.0)  # fmt: skip
+    running.start()
+    yield running
+    running.stop()
+
+
+def dial(
+    work: Path, server: CoordinatorServer, party: str, timeout: float = 10.0
+) -> NodeConnection:
+    kit = load_kit(work / "kits" / party)
+    key = (work / "homes" / party / TLS_KEY_FILE).read_bytes()
+    return NodeConnection(f"127.0.0.1:{server.port}", kit.cert_pem, key, kit.ca_pem,
+                          "coordinator", timeout)  # fmt: skip
+
+
+def hello(connection: NodeConnection, party: str) -> object:
+    nonce = secrets.token_bytes(32)
+    connection.link.send({"hello": party, "nonce": nonce})
+    reply = connection.link.receive(10.0)
+    return nonce, reply
+
+
+def test_a_party_of_the_agreement_gets_in_and_the_coordinator_proves_its_identity(
+    work: Path, server: CoordinatorServer
+) -> None:
+    connection = dial(work, server, "hospital-a")
+    try:
+        nonce, reply = hello(connection, "hospital-a")
+        assert isinstance(reply, dict)
+        agreement = load_agreement(work / "agreement.toml")
+        check_challenge(agreement, nonce, "hospital-a", reply["challenge"])
+        server.wait_for(["hospital-a"], 5.0)
+        # The challenge is bound to this nonce and this party: no other passes.
+        with pytest.raises(Exception, match="challenge"):
+            check_challenge(agreement, secrets.token_bytes(32), "hospital-a", reply["challenge"])
+    finally:
+        connection.close()
+
+
+def test_a_hello_in_another_partys_name_is_refused_and_logged(
+    work: Path, server: CoordinatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = dial(work, server, "hospital-b")
+    with caplog.at_level(logging.WARNING, logger="accord.coordinator"):
+        connection.link.send({"hello": "hospital-c", "nonce": secrets.token_bytes(32)})
+        with pytest.raises(TransportError):
+            connection.link.receive(10.0)
+    connection.close()
+    assert any("'hospital-b''s but the hello names 'hospital-c'" in r for r in server.refusals)
+    assert "refused" in caplog.text
+
+
+def test_a_revoked_certificate_is_refused_right_after_the_handshake(
+    work: Path, server: CoordinatorServer
+) -> None:
+    revoke(work / "federation" / "ca", "hospital-d", work / "kits")
+    connection = dial(work, server, "hospital-d")
+    try:
+        with pytest.raises(TransportError):
+            hello(connection, "hospital-d")
+    finally:
+        connection.close()
+    assert any("revoked" in line for line in server.refusals), server.refusals
+
+
+def test_a_replayed_message_is_refused_and_closes_the_link(
+    work: Path, server: CoordinatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = dial(work, server, "hospital-c")
+    try:
+        hello(connection, "hospital-c")
+        server.wait_for(["hospital-c"], 5.0)
+        with caplog.at_level(logging.WARNING, logger="accord.link"):
+            # Message 1 (the hello) again, as an attacker replaying captured bytes would.
+            for chunk in chunks({"hello": "hospital-c", "nonce": bytes(32)}, 1):
+                connection.link.outbound.put(chunk)
+            link = server.links["hospital-c"]
+            assert link.closed.wait(10.0)
+        assert "replayed" in str(link.error) and "replayed" in caplog.text
+    finally:
+        connection.close()
+
+
+def test_a_certificate_from_another_ca_or_none_fails_the_handshake(
+    work: Path, server: CoordinatorServer, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    _set_up(other)
+    with pytest.raises(TransportError, match="no TLS connection"):
+        dial(other, server, "hospital-a", timeout=2.0)
+    # No client certificate at all: gRPC's handshake (require_client_auth) refuses it.
+    kit = load_kit(work / "kits" / "hospital-a")
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{server.port}", grpc.ssl_channel_credentials(root_certificates=kit.ca_pem),
+        options=[*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", "coordinator")],
+    )  # fmt: skip
+    try:
+        call = channel.stream_stream(METHOD)(iter([b""]), timeout=5.0)
+        with pytest.raises(grpc.RpcError):
+            list(call)
+    finally:
+        channel.close()
+    assert "hospital-a" not in server.links

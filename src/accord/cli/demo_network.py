@@ -53,11 +53,10 @@ def run_network_demo(out: Path, work: Path) -> None:
     if coordinator.returncode != 0:
         from accord.errors import AccordError
 
-        lines = [coordinator_err.strip().splitlines()[-1:]] + [
-            [f"{party}: {line}" for line in err.strip().splitlines()[-1:]]
-            for party, err in zip(_hospitals(), node_errors, strict=True)
-        ]
-        raise AccordError("the networked run failed: " + "; ".join(sum(lines, [])))
+        lines = coordinator_err.strip().splitlines()[-1:]
+        for party, err in zip(_hospitals(), node_errors, strict=True):
+            lines += [f"{party}: {line}" for line in err.strip().splitlines()[-1:]]
+        raise AccordError("the networked run failed: " + "; ".join(lines))
     simulation = _local_view(work)
     params = _network_model(simulation, out)
     print_summary(console, simulation, params, out / "report.html")

@@ -27,6 +27,12 @@ def _logging(verbose: bool) -> None:
     required=True,
     help="The coordinator's identity key (its TLS key, NAME.tls.key, lies beside it).",
 )
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The coordinator's TLS key (default: NAME.tls.key beside --key).",
+)
 @click.option("--out", type=_folder, default=None, help="Run folder (default runs/<job name>).")
 @click.option("--listen", default=None, help="host:port to listen on (default: the kit's).")
 @click.option(
@@ -39,6 +45,7 @@ def coordinator(
     kit: Path,
     job: Path,
     key: Path,
+    tls_key: Path | None,
     out: Path | None,
     listen: str | None,
     connect_timeout: float,
@@ -60,6 +67,7 @@ def coordinator(
         kit, job, key, out if out is not None else Path("runs") / name, listen,
         connect_timeout, round_timeout,
         on_listening=lambda port: print(f"listening on port {port}", flush=True),
+        tls_key_path=tls_key,
     )  # fmt: skip
     last = outcome.result.records[-1] if outcome.result.records else {}
     metrics = headline_metrics(last)

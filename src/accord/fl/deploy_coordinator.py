@@ -58,6 +58,7 @@ def serve_coordinator(
     round_timeout_s: float = 600.0,
     on_listening: Callable[[int], None] | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    tls_key_path: Path | None = None,
 ) -> RunOutcome:
     """Run one job over the network; returns what ``accord run`` returns."""
     from accord.fl.deploy_node import authenticate_peer
@@ -93,7 +94,7 @@ def serve_coordinator(
         raise InputError(f"{run_dir.path}: run folder exists; give --out DIR for a new one")
     from accord.governance.provisioning import read_tls_key
 
-    tls_key = read_tls_key(_tls_key_path(key_path, kit_dir), kit)
+    tls_key = read_tls_key(tls_key_path or _tls_key_path(key_path, kit_dir), kit)
     server = CoordinatorServer(
         listen or _listen_address(kit.coordinator_address), kit.cert_pem, tls_key, kit.ca_pem,
         authenticate_peer(kit, agreement, identity),

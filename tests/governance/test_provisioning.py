@@ -124,7 +124,7 @@ def test_request_makes_a_private_tls_key_and_a_bound_request(tmp_path: Path) -> 
     payload = binding_payload("party-1", public_key_der(tls_public))
     assert verify_signature(identity.public_key, signature, payload)
     # Never over an existing key, and nothing left behind by a refused attempt.
-    with pytest.raises(InputError, match="never overwrites a private key"):
+    with pytest.raises(InputError, match="never overwrites a key file"):
         tls_request(identity, key, tmp_path / "again.csr")
     assert not (tmp_path / "again.csr").exists()
     with pytest.raises(InputError, match="not an IP address or a DNS name"):

@@ -242,16 +242,16 @@ def write_identity_files(identity: PartyIdentity, directory: Path) -> tuple[Path
     for path in (key_path, pub_path):
         if path.exists() or path.is_symlink():
             raise InputError(f"{path} already exists; Accord never overwrites a key file")
-    _create_file(key_path, identity.private_pem(), 0o600)
+    create_file_exclusive(key_path, identity.private_pem(), 0o600)
     try:
-        _create_file(pub_path, (identity.public_key_line + "\n").encode("ascii"), 0o644)
+        create_file_exclusive(pub_path, (identity.public_key_line + "\n").encode("ascii"), 0o644)
     except BaseException:
         key_path.unlink(missing_ok=True)
         raise
     return key_path, pub_path
 
 
-def _create_file(path: Path, data: bytes, mode: int) -> None:
+def create_file_exclusive(path: Path, data: bytes, mode: int) -> None:
     """Create ``path`` with ``mode`` (``O_EXCL``: never over an existing file or link)."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, mode)
@@ -298,7 +298,7 @@ def write_node_identity(identity: PartyIdentity, home: Path) -> Path:
     path = node_identity_path(home)
     if path.exists() or path.is_symlink():
         raise InputError(f"{path} already exists; Accord never overwrites a key file")
-    _create_file(path, identity.private_pem(), 0o600)
+    create_file_exclusive(path, identity.private_pem(), 0o600)
     return path
 
 

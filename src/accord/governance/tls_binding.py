@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from accord.errors import InputError
-from accord.fileio import fsync_dir, write_bytes_atomic
-from accord.governance.identity import PartyIdentity
+from accord.fileio import write_bytes_atomic
+from accord.governance.identity import PartyIdentity, create_file_exclusive
 
 TLS_KEY_FILE = Path("secrets") / "tls.key"
 """A node's TLS private key, in its home (mode 0600, beside its identity key)."""
@@ -185,23 +185,6 @@ def create_private_file(path: Path, data: bytes) -> None:
         if not path.parent.exists():
             path.parent.mkdir(parents=True, mode=0o700)
             os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise InputError(
-            f"{path} already exists; Accord never overwrites a private key (move it away to "
-            "make a new one)"
-        ) from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot create the file ({exc.strerror})") from None
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    fsync_dir(path.parent)
+        raise InputError(f"{path.parent}: cannot create the folder ({exc.strerror})") from None
+    create_file_exclusive(path, data, 0o600)

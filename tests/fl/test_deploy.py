@@ -7,17 +7,22 @@ agreement, requests, CA, kits) is made the way ``accord demo --network`` makes i
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import tomli_w
 
 from accord.cli.demo_network import _set_up
 from accord.errors import TransportError
-from accord.fl.deploy_node import authenticate_peer
+from accord.fl.deploy_coordinator import serve_coordinator
+from accord.fl.deploy_node import authenticate_peer, serve_node
 from accord.governance.agreement import load_agreement
 from accord.governance.federation_ca import revoke
 from accord.governance.identity import load_identity
@@ -146,3 +151,33 @@ def test_a_certificate_from_another_ca_or_none_fails_the_handshake(
     finally:
         channel.close()
     assert "hospital-a" not in server.links
+
+
+def test_a_secure_aggregation_job_runs_over_the_network_with_receipts(tmp_path: Path) -> None:
+    """Four node threads and the coordinator, each with its own kit, home and TLS key."""
+    work = tmp_path / "work"
+    job = _set_up(work)
+    raw = tomllib.loads(job.read_text())
+    raw["job"]["rounds"] = 2
+    raw["protection"] = {"mode": "secagg", "max_dropout_fraction": 0.0}
+    job.write_text(tomli_w.dumps(raw))
+    answered: dict[str, int] = {}
+
+    def node(party: str) -> None:
+        answered[party] = serve_node(work / "kits" / party, work / "homes" / party)
+
+    threads = [threading.Thread(target=node, args=(p,)) for p in
+               ("hospital-a", "hospital-b", "hospital-c", "hospital-d")]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    outcome = serve_coordinator(work / "kits" / "coordinator", job,
+                                work / "keys" / "coordinator.key", tmp_path / "run")  # fmt: skip
+    for thread in threads:
+        thread.join(timeout=60)
+    records = outcome.result.records
+    assert [r["round"] for r in records] == [1, 2]
+    assert all(r["protection"] == "secagg" for r in records)
+    receipts = json.loads((tmp_path / "run" / "receipts.json").read_text())
+    assert sorted(receipts) == ["hospital-a", "hospital-b", "hospital-c", "hospital-d"]
+    assert {r["protection"] for r in receipts.values()} == {"secagg"}
+    assert all(n > 0 for n in answered.values()) and len(answered) == 4

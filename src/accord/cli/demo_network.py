@@ -84,6 +84,23 @@ def _free_port() -> int:
 
 def _set_up(work: Path) -> Path:
     """Keys, the signed agreement, requests, CA and kits, and the demo job under it."""
+    import tomllib
+
+    agreement = set_up_federation(work, _hospitals())
+    demo = resources.files("accord.demo") / "demo.toml"
+    raw = tomllib.loads(demo.read_text(encoding="utf-8"))
+    raw["job"].update(purpose=PURPOSE, agreement=str(agreement))
+    job = work / "demo.toml"
+    job.write_text(tomli_w.dumps(raw))
+    return job
+
+
+def set_up_federation(work: Path, owners: list[str]) -> Path:
+    """A federation on 127.0.0.1 in ``work``, as its parties and operator would set it up:
+    keys (each owner's in ``work/homes/<owner>``, the coordinator's in ``work/keys``), an
+    agreement every party signed (purpose "demo", any aggregation, built-in models, fedavg),
+    TLS keys and requests, the CA (``work/federation/ca``) and the kits (``work/kits``).
+    Returns the agreement's path."""
     from accord.governance.agreement import load_agreement, sign_agreement
     from accord.governance.agreement_template import agreement_template
     from accord.governance.identity import (
@@ -102,7 +119,7 @@ def _set_up(work: Path) -> Path:
     coordinator = generate_identity("coordinator")
     key_file, _ = write_identity_files(coordinator, work / "keys")
     identities = [load_identity(key_file)]
-    for party in _hospitals():
+    for party in owners:
         home = work / "homes" / party
         write_node_identity(generate_identity(party), home)
         (home / "node.toml").write_text(f'party = "{party}"\n')
@@ -127,14 +144,7 @@ def _set_up(work: Path) -> Path:
         tls_request(identity, home / TLS_KEY_FILE, work / "requests" / f"{identity.name}.csr")
     provision(agreement, work / "requests", work / "federation", f"127.0.0.1:{port}")
     shutil.move(str(work / "federation" / "kits"), str(work / "kits"))
-    demo = resources.files("accord.demo") / "demo.toml"
-    import tomllib
-
-    raw = tomllib.loads(demo.read_text(encoding="utf-8"))
-    raw["job"].update(purpose=PURPOSE, agreement=str(agreement))
-    job = work / "demo.toml"
-    job.write_text(tomli_w.dumps(raw))
-    return job
+    return agreement
 
 
 def _local_view(work: Path) -> object:

@@ -1,0 +1,72 @@
+"""Faults over the network, with real processes on 127.0.0.1: a node killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import tomli_w
+
+from accord.cli.demo_network import PURPOSE, set_up_federation
+
+PARTIES = ["hospital-a", "hospital-b", "hospital-c", "hospital-d"]
+
+
+def _accord(*args: str | Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "accord", *map(str, args)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def test_a_node_killed_mid_run_leaves_a_run_that_finishes_without_it(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    agreement = set_up_federation(work, PARTIES)
+    raw = tomllib.loads((resources.files("accord.demo") / "demo.toml").read_text())
+    raw["job"].update(purpose=PURPOSE, agreement=str(agreement), rounds=400)
+    # Rounds go on with any three of the four hospitals.
+    raw["sampling"] = {"mode": "all", "min_parties": 3}
+    raw["evaluation"] = {"every": 50}
+    job = work / "job.toml"
+    job.write_text(tomli_w.dumps(raw))
+    out = tmp_path / "run"
+    coordinator = _accord("coordinator", "--kit", work / "kits" / "coordinator", "--job", job,
+                          "--key", work / "keys" / "coordinator.key", "--out", out,
+                          "--round-timeout", "30", log=tmp_path / "coordinator.log")  # fmt: skip
+    nodes = {
+        party: _accord(
+            "node",
+            "--kit",
+            work / "kits" / party,
+            "--node-home",
+            work / "homes" / party,
+            log=tmp_path / f"{party}.log",
+        )
+        for party in PARTIES
+    }
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert coordinator.poll() is None, (tmp_path / "coordinator.log").read_text()
+        assert time.monotonic() < deadline, "no round finished in time"
+        time.sleep(0.05)
+    nodes["hospital-c"].send_signal(signal.SIGKILL)
+    assert coordinator.wait(timeout=300) == 0, (tmp_path / "coordinator.log").read_text()
+    for node in nodes.values():
+        node.wait(timeout=60)
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+    assert len(records) == 400
+    assert records[0]["sampled"] == PARTIES
+    after = [r for r in records if "hospital-c" not in r["sampled"]]
+    assert after and after[-1]["round"] == 400
+    assert all(r["sampled"] == ["hospital-a", "hospital-b", "hospital-d"] for r in after)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds_completed"] == 400

@@ -23,11 +23,12 @@ from accord.cli.demo_network import _set_up
 from accord.errors import TransportError
 from accord.fl.deploy_coordinator import serve_coordinator
 from accord.fl.deploy_node import authenticate_peer, serve_node
+from accord.fl.messages import EvaluateRequest, Release, ReleaseKind
 from accord.governance.agreement import load_agreement
 from accord.governance.federation_ca import revoke
 from accord.governance.identity import load_identity
 from accord.governance.provisioning import TLS_KEY_FILE, check_challenge, load_kit
-from accord.transport.grpc_coordinator import CoordinatorServer
+from accord.transport.grpc_coordinator import CoordinatorServer, NetworkTransport
 from accord.transport.grpc_link import CHANNEL_OPTIONS, METHOD
 from accord.transport.grpc_node import NodeConnection
 from accord.transport.wire import chunks
@@ -181,3 +182,33 @@ def test_a_secure_aggregation_job_runs_over_the_network_with_receipts(tmp_path: 
     assert sorted(receipts) == ["hospital-a", "hospital-b", "hospital-c", "hospital-d"]
     assert {r["protection"] for r in receipts.values()} == {"secagg"}
     assert all(n > 0 for n in answered.values()) and len(answered) == 4
+
+
+def test_a_late_reply_is_discarded_not_taken_for_the_next_one(
+    work: Path, server: CoordinatorServer
+) -> None:
+    connection = dial(work, server, "hospital-a")
+    try:
+        hello(connection, "hospital-a")
+        server.wait_for(["hospital-a"], 5.0)
+        transport = NetworkTransport(server, timeout_s=0.5)
+
+        def metrics(round_number: int) -> Release:
+            return Release(kind=ReleaseKind.METRICS, job_id="job", round=round_number,
+                           sender="hospital-a", recipient="coordinator",
+                           scalars={"accuracy": float(round_number)})  # fmt: skip
+
+        first = transport.exchange({"hospital-a": EvaluateRequest("job", 1, None)})
+        assert "within" in first.failed["hospital-a"]  # the straggler missed round 1
+        connection.link.receive(5.0)  # the node gets request 1 ...
+        connection.link.send(metrics(1))  # ... and answers it late
+        second_request = EvaluateRequest("job", 2, None)
+        sender = threading.Thread(
+            target=lambda: (connection.link.receive(5.0), connection.link.send(metrics(2)))
+        )
+        sender.start()
+        second = transport.exchange({"hospital-a": second_request})
+        sender.join()
+        assert second.replies["hospital-a"].round == 2
+    finally:
+        connection.close()

@@ -129,10 +129,9 @@ def _run(
     from accord.governance.agreement import load_agreement
 
     job_id, run_id = job.job_id(), secrets.token_hex(4)
-    transport.send_all({"job": job_text, "job_id": job_id, "run_id": run_id}, names)
+    answers = transport.ask_all({"job": job_text, "job_id": job_id, "run_id": run_id}, names)
     shapes = {}
-    for party in names:
-        answer = transport.server.links[party].receive(transport.timeout_s)
+    for party, answer in answers.items():
         if not isinstance(answer, dict) or not answer.get("accepted"):
             why = answer.get("refused") if isinstance(answer, dict) else type(answer).__name__
             raise RefusedError(f"party {party!r} refused the job: {why}")

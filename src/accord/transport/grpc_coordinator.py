@@ -135,6 +135,20 @@ class NetworkTransport:
     def __init__(self, server: CoordinatorServer, timeout_s: float) -> None:
         self.server = server
         self.timeout_s = timeout_s
+        # A node answers every request once, in order; the i-th reply answers the i-th
+        # request. A reply that arrives after its request timed out is late: discarded.
+        self._asked: dict[str, int] = {}
+        self._answered: dict[str, int] = {}
+
+    def _reply(self, party: str) -> object:
+        """The reply to the latest request sent to ``party``, skipping late ones."""
+        link = self.server.links[party]
+        while True:
+            reply = link.receive(self.timeout_s)
+            self._answered[party] = self._answered.get(party, 0) + 1
+            if self._answered[party] >= self._asked.get(party, 0):
+                return reply
+            LOG.warning("%s: discarded a late reply to an earlier request", party)
 
     def exchange(self, requests: Mapping[str, Request]) -> Exchange:
         result = Exchange()
@@ -149,11 +163,12 @@ class NetworkTransport:
             except TransportError as lost:
                 result.failed[party] = str(lost)
                 continue
+            self._asked[party] = self._asked.get(party, 0) + 1
             result.bytes_down += request.nbytes
             sent.append(party)
         for party in sent:  # in party order, whatever order the replies arrive in
             try:
-                reply = self.server.links[party].receive(self.timeout_s)
+                reply = self._reply(party)
             except TransportError as lost:
                 result.failed[party] = str(lost)
                 continue
@@ -174,6 +189,13 @@ class NetworkTransport:
             link = self.server.links.get(party)
             if link is not None and not link.closed.is_set():
                 link.send(dict(message))
+
+    def ask_all(self, message: Mapping[str, Any], parties: Sequence[str]) -> dict[str, object]:
+        """A session message to every party at once (the job offer), and each answer."""
+        for party in parties:
+            self.server.links[party].send(dict(message))
+            self._asked[party] = self._asked.get(party, 0) + 1
+        return {party: self._reply(party) for party in parties}
 
 
 def _refusal(reply: object) -> str | None:

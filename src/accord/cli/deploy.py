@@ -39,7 +39,7 @@ def _logging(verbose: bool) -> None:
     "--connect-timeout", default=300.0, show_default=True, help="Seconds to wait for nodes."
 )
 @click.option("--round-timeout", default=600.0, show_default=True, help="Seconds per reply.")
-@click.option("--resume", is_flag=True, help="Not yet: a coordinator restart starts the run anew.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--verbose", is_flag=True)
 def coordinator(
     kit: Path,
@@ -54,20 +54,17 @@ def coordinator(
     verbose: bool,
 ) -> None:
     """Run JOB with the nodes of the kit's federation, over gRPC with mutual TLS."""
-    from accord.errors import InputError
     from accord.fl.deploy_coordinator import serve_coordinator
     from accord.fl.run_dir import headline_metrics
     from accord.job import load_job
 
     _logging(verbose)
-    if resume:
-        raise InputError("--resume over the network is not built yet; start the run again")
     name = load_job(job).job.name
     outcome = serve_coordinator(
         kit, job, key, out if out is not None else Path("runs") / name, listen,
         connect_timeout, round_timeout,
         on_listening=lambda port: print(f"listening on port {port}", flush=True),
-        tls_key_path=tls_key,
+        tls_key_path=tls_key, resume=resume,
     )  # fmt: skip
     last = outcome.result.records[-1] if outcome.result.records else {}
     metrics = headline_metrics(last)

@@ -59,8 +59,11 @@ def serve_coordinator(
     on_listening: Callable[[int], None] | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     tls_key_path: Path | None = None,
+    resume: bool = False,
 ) -> RunOutcome:
-    """Run one job over the network; returns what ``accord run`` returns."""
+    """Run one job over the network; returns what ``accord run`` returns. ``resume``
+    continues the run in ``out`` from its last checkpoint, under the same run id: nodes
+    that kept a release of the round in progress send it again, uncharged."""
     from accord.fl.deploy_node import authenticate_peer
     from accord.governance.agreement import load_agreement
     from accord.governance.identity import load_identity
@@ -90,8 +93,17 @@ def serve_coordinator(
     if strangers:
         raise RefusedError(f"parties {strangers} are not in agreement {agreement.label}")
     run_dir = RunDir(out)
-    if run_dir.path.exists() and any(run_dir.path.iterdir()):
-        raise InputError(f"{run_dir.path}: run folder exists; give --out DIR for a new one")
+    run_id: str | None = None
+    if resume:
+        run_id = run_dir.read_run_id()
+        if run_id is None or not run_dir.checkpoint_file.exists():
+            raise InputError(f"{run_dir.path}: no run to resume (no run_id or checkpoint)")
+        if job.protection.ckks:
+            raise InputError("a CKKS job cannot be resumed: its keys lived only in memory")
+    elif run_dir.path.exists() and any(run_dir.path.iterdir()):
+        raise InputError(
+            f"{run_dir.path}: run folder exists; give --resume to continue it or --out DIR"
+        )
     from accord.governance.provisioning import read_tls_key
 
     tls_key = read_tls_key(tls_key_path or _tls_key_path(key_path, kit_dir), kit)
@@ -105,7 +117,7 @@ def serve_coordinator(
     transport = NetworkTransport(server, round_timeout_s)
     try:
         server.wait_for(names, connect_timeout_s)
-        return _run(job, job_text, names, transport, run_dir, kit.agreement_path, on_round)
+        return _run(job, job_text, names, transport, run_dir, kit.agreement_path, on_round, run_id)
     finally:
         transport.send_all({"done": True}, names)
         server.stop()
@@ -119,6 +131,7 @@ def _run(
     run_dir: RunDir,
     agreement_path: Path,
     on_round: Callable[[dict[str, Any]], None] | None,
+    resume_run_id: str | None = None,
 ) -> RunOutcome:
     from accord.data.federation import FederatedData
     from accord.fl.coordinator import Coordinator
@@ -128,7 +141,7 @@ def _run(
     from accord.fl.strategies import build_strategy
     from accord.governance.agreement import load_agreement
 
-    job_id, run_id = job.job_id(), secrets.token_hex(4)
+    job_id, run_id = job.job_id(), resume_run_id or secrets.token_hex(4)
     answers = transport.ask_all({"job": job_text, "job_id": job_id, "run_id": run_id}, names)
     shapes = {}
     for party, answer in answers.items():
@@ -153,7 +166,7 @@ def _run(
         job, job_id, FederatedData([], classes, shape), coordinator, [], model, spec, initial,
         run_id,
     )  # fmt: skip
-    return execute_run(simulation, run_dir, False, on_round)
+    return execute_run(simulation, run_dir, resume_run_id is not None, on_round)
 
 
 def _tls_key_path(key_path: Path, kit_dir: Path) -> Path:

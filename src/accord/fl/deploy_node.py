@@ -18,21 +18,26 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from accord.errors import AccordError, InputError, PeerRefusedError, RefusedError
+from accord.errors import AccordError, InputError, PeerRefusedError, RefusedError, TransportError
 from accord.fileio import write_bytes_atomic
+from accord.fl.messages import EvaluateRequest, ProtocolRequest, TrainRequest
 from accord.job import Job, parse_job
 
 if TYPE_CHECKING:
     from accord.data.federation import FederatedData, PartyData
     from accord.fl.node import Node
+    from accord.fl.sealed_releases import SealedReleases
 from accord.transport.grpc_link import Link, as_dict
 
 LOG = logging.getLogger("accord.node")
 OFFER_TIMEOUT_S = 600.0
 
 
-def serve_node(kit_dir: Path, home: Path, data: Path | None = None) -> int:
-    """Run this node for one job; returns the number of requests it answered."""
+def serve_node(
+    kit_dir: Path, home: Path, data: Path | None = None, reconnect_s: float = 300.0
+) -> int:
+    """Run this node for one job; returns the number of requests it answered. A lost
+    coordinator is dialled again for up to ``reconnect_s`` seconds."""
     from accord.fl.node_agreement import node_agreement_path
     from accord.governance.agreement import load_agreement, signatures_path
     from accord.governance.identity import node_identity
@@ -60,33 +65,99 @@ def serve_node(kit_dir: Path, home: Path, data: Path | None = None) -> int:
     agreement = load_agreement(copy)
     agreement.check_in_force()
     tls_key = read_tls_key(home / TLS_KEY_FILE, kit)
-    connection = NodeConnection(
-        kit.coordinator_address, kit.cert_pem, tls_key, kit.ca_pem, agreement.terms.coordinator
-    )
-    link = connection.link
-    try:
-        nonce = secrets.token_bytes(32)
-        link.send({"hello": kit.party, "nonce": nonce})
-        reply = as_dict(link.receive(60.0), "the coordinator's challenge", "challenge")
-        check_challenge(agreement, nonce, kit.party, reply["challenge"])
-        LOG.info("%s: the coordinator proved its identity", kit.party)
-        message = link.receive(OFFER_TIMEOUT_S)
-        if isinstance(message, dict) and message.get("done"):
-            LOG.warning("%s: the coordinator ended before offering a job", kit.party)
-            return 0
-        offer = as_dict(message, "a job offer", "job", "job_id", "run_id")
-        node = _accept(link, offer, kit.party, home, data, agreement.digest)
-        if node is None:
-            return 0
-        return _answer(link, node)
-    finally:
-        connection.close()
+    session = _Session(kit.party, home, data, agreement.digest)
+    while True:
+        connection = NodeConnection(
+            kit.coordinator_address, kit.cert_pem, tls_key, kit.ca_pem,
+            agreement.terms.coordinator, connect_timeout_s=reconnect_s,
+        )  # fmt: skip
+        link = connection.link
+        try:
+            nonce = secrets.token_bytes(32)
+            link.send({"hello": kit.party, "nonce": nonce})
+            reply = as_dict(link.receive(60.0), "the coordinator's challenge", "challenge")
+            check_challenge(agreement, nonce, kit.party, reply["challenge"])
+            LOG.info("%s: the coordinator proved its identity", kit.party)
+            message = link.receive(OFFER_TIMEOUT_S)
+            if isinstance(message, dict) and message.get("done"):
+                LOG.warning("%s: the coordinator ended before offering a job", kit.party)
+                return session.answered
+            offer = as_dict(message, "a job offer", "job", "job_id", "run_id")
+            if not session.accept(link, offer):
+                return session.answered
+            return session.answer(link)
+        except TransportError as lost:
+            if session.node is None:
+                raise
+            # The coordinator went away mid-job (a restart): dial again; the same job and
+            # run is answered by the same node, kept releases resent, not recomputed.
+            LOG.warning("%s: lost the coordinator (%s); dialling again", kit.party, lost)
+        finally:
+            connection.close()
+
+
+class _Session:
+    """This node's job across reconnections: the node, and the releases it kept."""
+
+    def __init__(self, party: str, home: Path, data: Path | None, digest: str) -> None:
+        self.party, self.home, self.data, self.digest = party, home, data, digest
+        self.node: Node | None = None
+        self.key: tuple[str, str] | None = None
+        self.reply: dict[str, Any] = {}
+        self.sealed: SealedReleases | None = None
+        self.answered = 0
+
+    def accept(self, link: Link, offer: dict[str, Any]) -> bool:
+        """Answer the offer: the same job and run again keeps the node it has."""
+        from accord.fl.sealed_releases import SealedReleases
+
+        key = (str(offer["job_id"]), str(offer["run_id"]))
+        if self.node is None or key != self.key:
+            accepted = _accept(offer, self.party, self.home, self.data, self.digest)
+            if isinstance(accepted, str):
+                LOG.warning("%s refused the job: %s", self.party, accepted)
+                link.send({"refused": accepted})
+                return False
+            self.node, self.reply = accepted
+            self.key = key
+            self.sealed = SealedReleases(self.home, *key)
+        link.send(self.reply)
+        return True
+
+    def answer(self, link: Link) -> int:
+        """Answer requests through the node's gate until the coordinator says done."""
+        assert self.node is not None and self.sealed is not None
+        node, sealed = self.node, self.sealed
+        while True:
+            request = link.receive(None)
+            if isinstance(request, dict) and request.get("done"):
+                return self.answered
+            if not isinstance(request, TrainRequest | EvaluateRequest | ProtocolRequest):
+                link.send({"refused": f"not a request: {type(request).__name__}"})
+                continue
+            try:
+                kept = sealed.load(request)
+                if kept is not None:
+                    release = node.gate.unseal(node.gate.reseal(kept))
+                else:
+                    release = node.gate.unseal(node.handle(request))
+                    sealed.keep(request, release)
+            except RefusedError as refusal:
+                link.send({"refused": str(refusal)})
+                continue
+            except (AccordError, TypeError, ValueError, AttributeError) as bad:
+                # A malformed request never brings the node down: refuse it and go on.
+                LOG.warning("refused a malformed request: %s", bad)
+                link.send({"refused": f"malformed request: {bad}"})
+                continue
+            link.send(release)
+            self.answered += 1
 
 
 def _accept(
-    link: Link, offer: dict[str, Any], party: str, home: Path, data: Path | None, digest: str
-) -> Any:
-    """Build this party's Node for the offered job, or send the refusal (and return None)."""
+    offer: dict[str, Any], party: str, home: Path, data: Path | None, digest: str
+) -> tuple[Node, dict[str, Any]] | str:
+    """This party's Node for the offered job and the acceptance to send, or the refusal."""
     try:
         offered = _offered_job(offer)
         if offered.job_id() != offer["job_id"]:
@@ -98,11 +169,8 @@ def _accept(
             digest if job.job.agreement is not None else None,
         )  # fmt: skip
     except AccordError as refusal:
-        LOG.warning("%s refused the job: %s", party, refusal)
-        link.send({"refused": str(refusal)})
-        return None
-    link.send({"accepted": True, "input_shape": list(shape), "num_classes": classes})
-    return node
+        return str(refusal)
+    return node, {"accepted": True, "input_shape": list(shape), "num_classes": classes}
 
 
 def _offered_job(offer: dict[str, Any]) -> Job:
@@ -194,31 +262,6 @@ def _stand_in(name: str, data: FederatedData) -> PartyData:
     empty_x = np.zeros((0, *data.input_shape), dtype=np.float32)
     empty_y = np.zeros(0, dtype=np.int64)
     return PartyData(name, empty_x, empty_y, empty_x, empty_y)
-
-
-def _answer(link: Link, node: Any) -> int:
-    """Answer requests through the node's gate until the coordinator says done."""
-    answered = 0
-    while True:
-        request = link.receive(None)
-        if isinstance(request, dict):
-            if request.get("done"):
-                return answered
-            link.send({"refused": "unknown session message"})
-            continue
-        try:
-            sealed = node.handle(request)
-            release = node.gate.unseal(sealed)
-        except RefusedError as refusal:
-            link.send({"refused": str(refusal)})
-            continue
-        except (AccordError, TypeError, ValueError, AttributeError) as bad:
-            # A malformed request never brings the node down: refuse it and go on.
-            LOG.warning("refused a malformed request: %s", bad)
-            link.send({"refused": f"malformed request: {bad}"})
-            continue
-        link.send(release)
-        answered += 1
 
 
 def authenticate_peer(kit: Any, agreement: Any, identity: Any) -> Any:

@@ -281,6 +281,23 @@ class ReleaseGate:
         self._outstanding[id(sealed)] = sealed
         return sealed
 
+    def reseal(self, release: Release) -> SealedRelease:
+        """Seal again a release this node made before (kept in its home: the coordinator
+        asked for it again). No new charge; one audit entry "resent"; refused once the
+        agreement is out of force."""
+        if release.sender != self.party:
+            raise RefusedError(
+                f"release gate of {self.party!r}: a kept release claims sender {release.sender!r}"
+            )
+        if self.agreement is not None:
+            self.agreement.check()
+        if self.audit is not None:
+            head = self.audit.resent(release)
+            release = dataclasses.replace(release, audit_head=head)
+        sealed = SealedRelease(release)
+        self._outstanding[id(sealed)] = sealed
+        return sealed
+
     def unseal(self, candidate: object) -> Release:
         """For the transport: the release, if this gate sealed it and it was not sent yet."""
         if not isinstance(candidate, SealedRelease):

@@ -134,6 +134,13 @@ class NodeAudit:
             "agreement": self._agreement(), "bytes": release.nbytes,
         })  # fmt: skip
 
+    def resent(self, release: Release) -> AuditHead:
+        """A kept release sent again (the coordinator asked twice): no new charge."""
+        return self.log.append("resent", {
+            **self._common(), "round": release.round, "kind": release.kind.value,
+            "recipient": release.recipient, "bytes": release.nbytes,
+        })  # fmt: skip
+
     def head(self) -> AuditHead | None:
         return self.log.head()
 

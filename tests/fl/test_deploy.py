@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 import tomli_w
+import torch
 
 from accord.cli.demo_network import _set_up
 from accord.errors import TransportError
@@ -47,7 +48,8 @@ def server(work: Path) -> Iterator[CoordinatorServer]:
     agreement = load_agreement(kit.agreement_path)
     identity = load_identity(work / "keys" / "coordinator.key")
     tls_key = (work / "keys" / "coordinator.tls.key").read_bytes()
-    running = CoordinatorServer("127.0.0.1:0", kit.cert_pem, tls_key, kit.ca_pem,
+    # On the kit's address: the real node loop (serve_node) dials it.
+    running = CoordinatorServer(kit.coordinator_address, kit.cert_pem, tls_key, kit.ca_pem,
                                 authenticate_peer(kit, agreement, identity),
                                 hello_timeout_s=5.0)  # fmt: skip
     running.start()
@@ -212,3 +214,67 @@ def test_a_late_reply_is_discarded_not_taken_for_the_next_one(
         assert second.replies["hospital-a"].round == 2
     finally:
         connection.close()
+
+
+def test_malformed_traffic_never_brings_down_the_coordinator_or_a_node(
+    work: Path, server: CoordinatorServer
+) -> None:
+    """Garbage on many connections, then thousands of well-formed but wrong requests to a
+    live node: every one refused, and both ends still work afterwards."""
+    import random
+
+    rng = random.Random(7)
+    # Garbage chunks after a good hello: the server closes that link and carries on.
+    for attempt in range(30):
+        connection = dial(work, server, "hospital-b")
+        try:
+            hello(connection, "hospital-b")
+            server.wait_for(["hospital-b"], 5.0)
+            garbage = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 4000)))
+            connection.link.outbound.put(garbage)
+            assert server.links["hospital-b"].closed.wait(10.0), attempt
+        finally:
+            connection.close()
+    # A live node (the real serve_node loop, with its real Node): two thousand requests it
+    # cannot use, each refused, then a good one answered through its gate.
+    from accord.fl.deploy_coordinator import offered_job
+    from accord.fl.messages import ProtocolRequest, TrainRequest
+
+    job, text = offered_job(work / "demo.toml")
+    answered: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: answered.update(
+        n=serve_node(work / "kits" / "hospital-c", work / "homes" / "hospital-c")))  # fmt: skip
+    thread.start()
+    server.wait_for(["hospital-c"], 30.0)
+    transport = NetworkTransport(server, timeout_s=30.0)
+    (accepted,) = transport.ask_all(
+        {"job": text, "job_id": job.job_id(), "run_id": "fuzz"}, ["hospital-c"]
+    ).values()
+    assert isinstance(accepted, dict) and accepted.get("accepted"), accepted
+    wrong: list[object] = []
+    for i in range(2000):
+        kind = i % 4
+        if kind == 0:
+            wrong.append(TrainRequest("another-job", 1, torch.zeros(3), 0.1))
+        elif kind == 1:
+            wrong.append(EvaluateRequest(job.job_id(), 1, torch.zeros(rng.randint(0, 50))))
+        elif kind == 2:
+            wrong.append(ProtocolRequest(job.job_id(), 1, "no-such-stage", {"x": i}, 8))
+        else:
+            wrong.append(ProtocolRequest(job.job_id(), 1, "agreement_revoked", "junk", 4))
+    for request in wrong:
+        outcome = transport.exchange({"hospital-c": request})  # type: ignore[dict-item]
+        assert "hospital-c" in outcome.failed and not outcome.replies
+    good = transport.exchange({"hospital-c": EvaluateRequest(job.job_id(), 1, None)})
+    assert "hospital-c" in good.failed  # a plain job's evaluate request carries a model
+    transport.send_all({"done": True}, ["hospital-c"])
+    thread.join(60)
+    assert answered == {"n": 0}  # nothing usable was asked: nothing was released
+
+    # The coordinator still lets a good node in.
+    final = dial(work, server, "hospital-a")
+    try:
+        _, reply = hello(final, "hospital-a")
+        assert isinstance(reply, dict) and "challenge" in reply
+    finally:
+        final.close()

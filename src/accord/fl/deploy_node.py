@@ -145,7 +145,7 @@ class _Session:
             except RefusedError as refusal:
                 link.send({"refused": str(refusal)})
                 continue
-            except (AccordError, TypeError, ValueError, AttributeError) as bad:
+            except (AccordError, TypeError, ValueError, AttributeError, RuntimeError) as bad:
                 # A malformed request never brings the node down: refuse it and go on.
                 LOG.warning("refused a malformed request: %s", bad)
                 link.send({"refused": f"malformed request: {bad}"})

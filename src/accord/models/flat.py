@@ -46,7 +46,15 @@ class FlatModel:
         return int(self.flat.numel())
 
     def load(self, vector: torch.Tensor) -> None:
-        """Set every parameter from a flat vector (one copy)."""
+        """Set every parameter from a flat vector (one copy). A vector of another shape or
+        kind (a request from a peer that does not match this model) is an InputError."""
+        if not isinstance(vector, torch.Tensor) or vector.shape != self.flat.shape:
+            shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector)
+            raise InputError(
+                f"the model vector has shape {shape}; this model has {self.size} parameters"
+            )
+        if not vector.dtype.is_floating_point:
+            raise InputError(f"the model vector is {vector.dtype}, not floating point")
         self.flat.copy_(vector)
 
     def zero_grad(self) -> None:

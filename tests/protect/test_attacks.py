@@ -34,7 +34,7 @@ from accord.protect import (
     shamir,
 )
 from accord.protect.envelope import open_envelope, raw_public
-from accord.protect.masks import add_masks, pairwise_seed, pairwise_sign
+from accord.protect.masks import add_masks, pairwise_seed, pairwise_sign, self_mask_seed
 from tests.protect.harness import (
     MODEL_HASH,
     Federation,
@@ -420,3 +420,57 @@ def test_a_wrong_share_is_caught_before_any_sum_is_returned() -> None:
         server.receive_unmask_response(response)
     with pytest.raises(SecAggTamperError, match="p001"):
         server.result()
+
+
+def test_a_round_restarted_after_a_crash_gives_a_lying_coordinator_only_sums() -> None:
+    """Attempt 1 completes honestly, so the coordinator reconstructs p005's self mask. It
+    crashes; on resume the round starts again around the same inputs with fresh sessions
+    (fresh keys, as every node does when asked for a round again), and this time the
+    coordinator claims p005 dropped, so it reconstructs p005's pairwise key. Holding one
+    secret of each kind, but from different attempts, it can strip neither attempt's masked
+    input down to p005's input: it learns the sums, nothing more."""
+    fed = complete(6)  # t = 4 of 6 holders
+    p = fed.params
+    first = RecordingServer(fed.params, fed.roster_keys, MODEL_HASH)
+    driver1, honest = masked_up_to_signing(fed, server=first)
+    total1 = driver1.unmask(driver1.sign(honest))
+    assert np.array_equal(total1.astype(np.uint64), fed.expected_sum(driver1.inputs, fed.names))
+    b_shares = [
+        shamir.Share.from_bytes(p.share_x(r.sender), share)
+        for r in first.view if isinstance(r, UnmaskResponse)
+        for owner, share in r.self_mask_shares if owner == "p005"
+    ]  # fmt: skip
+    b_005 = shamir.reconstruct(b_shares, 4)
+    second = LyingServer(fed.params, fed.roster_keys, MODEL_HASH, claim_dropped={"p005"})
+    driver2, lie = masked_up_to_signing(fed, server=second)
+    assert driver2.inputs["p005"].tobytes() == driver1.inputs["p005"].tobytes()
+    total2 = driver2.unmask(driver2.sign(lie))
+    assert np.array_equal(total2.astype(np.uint64), fed.expected_sum(driver2.inputs, fed.names[:5]))
+    s_shares = [
+        shamir.Share.from_bytes(p.share_x(r.sender), share)
+        for r in second.view if isinstance(r, UnmaskResponse)
+        for owner, share in r.key_shares if owner == "p005"
+    ]  # fmt: skip
+    s_005 = X25519PrivateKey.from_private_bytes(shamir.reconstruct(s_shares, 4))
+
+    def strip(server: RecordingServer, key: X25519PrivateKey) -> np.ndarray:
+        """p005's masked input of that attempt, minus attempt 1's self mask and the
+        pairwise masks computed from ``key`` and that attempt's advertised peer keys."""
+        ads = {m.party: m for m in server.view if hasattr(m, "s_public") and hasattr(m, "party")}
+        (masked,) = [m.values for m in server.view
+                     if isinstance(m, MaskedInput) and m.sender == "p005"]  # fmt: skip
+        masks = [(self_mask_seed(b_005, fed.job_id, fed.round, "p005"), -1)]
+        for peer in fed.names[:5]:
+            public = X25519PublicKey.from_public_bytes(ads[peer].s_public)
+            seed = pairwise_seed(key, public, fed.job_id, fed.round, peer, "p005")
+            masks.append((seed, -pairwise_sign(p.index("p005"), p.index(peer))))
+        return add_masks(masked, masks, fed.ring_bits)
+
+    x_005 = driver1.inputs["p005"]
+    # Had the restarted round reused attempt 1's keys, the two secrets would unmask p005:
+    old_key = driver1.nodes["p005"]._s_key
+    assert np.array_equal(strip(first, old_key), x_005)
+    # With fresh keys per attempt they unmask neither attempt.
+    for residual in (strip(first, s_005), strip(second, s_005)):
+        assert np.mean(residual == x_005) < 0.01
+        assert abs(float(residual.mean()) / 2**fed.ring_bits - 0.5) < 0.05

@@ -284,3 +284,28 @@ def test_a_dpfedavg_round_sampled_too_small_for_a_secure_sum_is_skipped(
     assert first["sampled"] is None and torch.equal(coordinator.params, before)
     second = coordinator.run_round(2)
     assert "skipped" not in second and not torch.equal(coordinator.params, before)
+
+
+def test_a_secure_round_asked_again_starts_fresh_around_the_charged_update(
+    write_job: JobWriter, tmp_path: Path
+) -> None:
+    """As after a coordinator restart: the same train request twice. The node opens a new
+    session (fresh keys) around the update it trained and charged once; the round then
+    completes with the expected sum, and the ledger holds one charge."""
+    dp = '\n[privacy]\nmode = "dpsgd"\nnoise_multiplier = 1.0\nclip_norm = 1.0\n'
+    text = six_parties(write_job, rounds=1).replace("standardize = true", "standardize = false")
+    job_file = write_job(text + PROTECTED + dp, name="secagg-dp.toml")
+    simulation = build_simulation(load_job(job_file), tmp_path, tmp_path / "homes")
+    node = simulation.nodes[0]
+    request = TrainRequest(simulation.job_id, 1, simulation.coordinator.params, 0.05)
+    first = node.gate.unseal(node.handle(request)).payload
+    again = node.gate.unseal(node.handle(request)).payload
+    assert first.c_public != again.c_public and first.s_public != again.s_public
+    assert node.gate.privacy is not None
+    updates = [c for c in node.gate.privacy.ledger.charges() if c.release_kind == "update"]
+    assert [c.round for c in updates] == [1]
+    # The coordinator's (restarted) round: every node, this one included, answers it.
+    record = simulation.coordinator.run_round(1)
+    assert record["sampled"] == PARTIES
+    updates = [c for c in node.gate.privacy.ledger.charges() if c.release_kind == "update"]
+    assert [c.round for c in updates] == [1]

@@ -123,6 +123,8 @@ class ReleaseGate:
         self.audit = audit
         self._outstanding: dict[int, SealedRelease] = {}
         self._charged: dict[tuple[int, ReleaseKind], ChargeReceipt] = {}
+        self._receipts: dict[tuple[int, ReleaseKind], ChargeReceipt] = {}
+        """Every charge this gate made, for :meth:`readmit`."""
         self.released_bytes = 0
 
     def charge(
@@ -147,7 +149,23 @@ class ReleaseGate:
             settings.caps_for(dataset), exempt=settings.is_exempt(kind.value),
         )  # fmt: skip
         self._charged[(round_number, kind)] = receipt
+        self._receipts[(round_number, kind)] = receipt
         return receipt
+
+    def readmit(self, round_number: int, kind: ReleaseKind) -> None:
+        """Admit one more release of a round's already-charged value: a secure round
+        started again (fresh keys and masks) around the same update, which was charged
+        once. The same value masked anew costs nothing more; a round never charged is
+        refused."""
+        if self.privacy is None:
+            return
+        receipt = self._receipts.get((round_number, kind))
+        if receipt is None:
+            raise RefusedError(
+                f"release gate of {self.party!r}: the {kind.value} of round {round_number} "
+                "was never charged; it cannot be released again"
+            )
+        self._charged[(round_number, kind)] = receipt
 
     def charge_job(
         self,

@@ -49,6 +49,7 @@ from accord.fl.node_privacy import (
 )
 from accord.fl.node_secagg import NodeSecAgg
 from accord.fl.node_training import CustomTrain, NodeTraining, start_model
+from accord.fl.sealed_releases import request_digest as sealed_digest
 from accord.fl.strategies.base import LocalObjective
 from accord.models.flat import FlatModel
 from accord.node_secrets import open_node_generator
@@ -107,6 +108,7 @@ class Node(NodeTraining, NodeGovernance):
         self.secagg = secagg
         self.ckks = ckks
         self._update_plan: NodeDpPlan | None = None
+        self._kept_update: tuple[bytes, Any, Any, NodeDpPlan | None] | None = None
         if isinstance(dp_plan, ClientDpNodePlan) and not dp_plan.per_round:
             # Accepting a DP-FedAvg job charges all its rounds (sampled or not) at once.
             self.gate.charge_job(
@@ -170,6 +172,9 @@ class Node(NodeTraining, NodeGovernance):
             request = dataclasses.replace(request, global_params=self.ckks.current_model())
         if request.global_params is None:
             raise InputError(f"node {self.party!r}: the train request carries no model")
+        again = self._secure_retry(request)
+        if again is not None:
+            return again
         self.model.load(request.global_params)
         tensors: dict[str, torch.Tensor] = {}
         plan = self.dp_plan
@@ -212,6 +217,8 @@ class Node(NodeTraining, NodeGovernance):
             )  # fmt: skip
         if self.secagg is not None:
             self._update_plan = plan
+            # Asked for this round again: a fresh session around the same charged update.
+            self._kept_update = (sealed_digest(request), tensors, scalars, plan)
             advertisement = self.secagg.advertise(
                 request.round, start_model(request), tensors["delta"], self.secure_random
             )
@@ -225,6 +232,16 @@ class Node(NodeTraining, NodeGovernance):
                 adversary=plan.adversary.value if plan else None,
             )
         )  # fmt: skip
+
+    def _secure_retry(self, request: TrainRequest) -> SealedRelease | None:
+        """The same secure round asked again (a restarted coordinator): fresh keys, coins
+        and masks around the update charged once; never a second charge or training."""
+        kept = self._kept_update
+        if self.secagg is None or kept is None or kept[0] != sealed_digest(request):
+            return None
+        _, tensors, scalars, plan = kept
+        self.gate.readmit(request.round, ReleaseKind.UPDATE)
+        return self._release_update(request, tensors, scalars, plan)
 
     def _train_locally(
         self, request: TrainRequest, tensors: dict[str, torch.Tensor]

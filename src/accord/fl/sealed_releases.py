@@ -44,20 +44,7 @@ class SealedReleases:
     @staticmethod
     def request_digest(request: Request) -> bytes:
         """SHA-256 of everything in the request that shapes the release."""
-        h = hashlib.sha256(type(request).__name__.encode())
-        h.update(f"{request.job_id}|{request.round}".encode())
-        tensors: dict[str, torch.Tensor | None] = {}
-        if isinstance(request, TrainRequest):
-            h.update(f"|{request.lr!r}|{request.clip_norm!r}".encode())
-            tensors = {"global": request.global_params, **dict(request.extras)}
-        elif isinstance(request, EvaluateRequest):
-            tensors = {"params": request.params}
-        for name in sorted(tensors):
-            tensor = tensors[name]
-            h.update(name.encode())
-            if tensor is not None:
-                h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-        return h.digest()
+        return request_digest(request)
 
     def load(self, request: Request) -> Release | None:
         """The release kept for this request (None: never released). Refused when the
@@ -99,3 +86,21 @@ class SealedReleases:
         )  # fmt: skip
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_bytes_atomic(self.folder / name, blob, mode=0o600, sync_dir=True)
+
+
+def request_digest(request: Request) -> bytes:
+    """SHA-256 of everything in the request that shapes the release."""
+    h = hashlib.sha256(type(request).__name__.encode())
+    h.update(f"{request.job_id}|{request.round}".encode())
+    tensors: dict[str, torch.Tensor | None] = {}
+    if isinstance(request, TrainRequest):
+        h.update(f"|{request.lr!r}|{request.clip_norm!r}".encode())
+        tensors = {"global": request.global_params, **dict(request.extras)}
+    elif isinstance(request, EvaluateRequest):
+        tensors = {"params": request.params}
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        h.update(name.encode())
+        if tensor is not None:
+            h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return h.digest()

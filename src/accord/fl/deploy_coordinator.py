@@ -142,7 +142,9 @@ def _run(
     from accord.governance.agreement import load_agreement
 
     job_id, run_id = job.job_id(), resume_run_id or secrets.token_hex(4)
-    answers = transport.ask_all({"job": job_text, "job_id": job_id, "run_id": run_id}, names)
+    offer = {"job": job_text, "job_id": job_id, "run_id": run_id}
+    answers = transport.ask_all(offer, names)
+    transport.offer = offer  # for a node that dials in again later
     shapes = {}
     for party, answer in answers.items():
         if not isinstance(answer, dict) or not answer.get("accepted"):

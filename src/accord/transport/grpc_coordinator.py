@@ -135,20 +135,33 @@ class NetworkTransport:
     def __init__(self, server: CoordinatorServer, timeout_s: float) -> None:
         self.server = server
         self.timeout_s = timeout_s
-        # A node answers every request once, in order; the i-th reply answers the i-th
-        # request. A reply that arrives after its request timed out is late: discarded.
-        self._asked: dict[str, int] = {}
-        self._answered: dict[str, int] = {}
+        self.offer: dict[str, Any] | None = None
+        """The job offer, once made: a node that dials in again (a restarted process) is
+        offered the job first and takes part again only once it accepts."""
 
     def _reply(self, party: str) -> object:
-        """The reply to the latest request sent to ``party``, skipping late ones."""
+        """The reply to the latest request sent to ``party``, skipping late ones: a node
+        answers every request once, in order, so the i-th reply answers the i-th request,
+        and one that arrives after its request timed out is discarded."""
         link = self.server.links[party]
         while True:
             reply = link.receive(self.timeout_s)
-            self._answered[party] = self._answered.get(party, 0) + 1
-            if self._answered[party] >= self._asked.get(party, 0):
+            link.answered += 1
+            if link.answered >= link.asked:
                 return reply
             LOG.warning("%s: discarded a late reply to an earlier request", party)
+
+    def _admit(self, party: str, link: Link) -> str | None:
+        """Offer the job to a node that dialled in again; None once it accepted."""
+        assert self.offer is not None
+        link.send(dict(self.offer))
+        link.asked += 1
+        answer = self._reply(party)
+        if isinstance(answer, dict) and answer.get("accepted"):
+            link.admitted = True
+            LOG.info("%s rejoined the job", party)
+            return None
+        return f"dialled in again but did not accept the job: {_refusal(answer) or answer}"
 
     def exchange(self, requests: Mapping[str, Request]) -> Exchange:
         result = Exchange()
@@ -159,11 +172,15 @@ class NetworkTransport:
                 result.failed[party] = "not connected"
                 continue
             try:
+                why = None if link.admitted or self.offer is None else self._admit(party, link)
+                if why is not None:
+                    result.failed[party] = why
+                    continue
                 link.send(request)
             except TransportError as lost:
                 result.failed[party] = str(lost)
                 continue
-            self._asked[party] = self._asked.get(party, 0) + 1
+            link.asked += 1
             result.bytes_down += request.nbytes
             sent.append(party)
         for party in sent:  # in party order, whatever order the replies arrive in
@@ -194,8 +211,12 @@ class NetworkTransport:
         """A session message to every party at once (the job offer), and each answer."""
         for party in parties:
             self.server.links[party].send(dict(message))
-            self._asked[party] = self._asked.get(party, 0) + 1
-        return {party: self._reply(party) for party in parties}
+            self.server.links[party].asked += 1
+        answers = {party: self._reply(party) for party in parties}
+        for party, answer in answers.items():
+            if isinstance(answer, dict) and answer.get("accepted"):
+                self.server.links[party].admitted = True
+        return answers
 
 
 def _refusal(reply: object) -> str | None:

@@ -51,6 +51,11 @@ class Link:
     received: int = 0
     closed: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    asked: int = 0
+    """Requests the coordinator sent on this link (its reply count must catch up)."""
+    answered: int = 0
+    admitted: bool = False
+    """The node at the other end accepted the job on this link."""
     _sending: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, obj: object) -> None:

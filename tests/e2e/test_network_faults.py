@@ -4,10 +4,7 @@ rounds going on without it, and the node, restarted, rejoining the job."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import tomllib
 from importlib import resources
@@ -16,16 +13,7 @@ from pathlib import Path
 import tomli_w
 
 from accord.cli.demo_network import PURPOSE, set_up_federation
-
-PARTIES = ["hospital-a", "hospital-b", "hospital-c", "hospital-d"]
-
-
-def _accord(*args: str | Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "accord", *map(str, args)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+from tests.e2e.processes import PARTIES, accord_process
 
 
 def test_a_node_killed_mid_run_is_left_out_then_rejoins_when_restarted(tmp_path: Path) -> None:
@@ -39,11 +27,13 @@ def test_a_node_killed_mid_run_is_left_out_then_rejoins_when_restarted(tmp_path:
     job = work / "job.toml"
     job.write_text(tomli_w.dumps(raw))
     out = tmp_path / "run"
-    coordinator = _accord("coordinator", "--kit", work / "kits" / "coordinator", "--job", job,
-                          "--key", work / "keys" / "coordinator.key", "--out", out,
-                          "--round-timeout", "30", log=tmp_path / "coordinator.log")  # fmt: skip
+    coordinator = accord_process(
+        "coordinator", "--kit", work / "kits" / "coordinator", "--job", job,
+        "--key", work / "keys" / "coordinator.key", "--out", out, "--round-timeout", "30",
+        log=tmp_path / "coordinator.log",
+    )  # fmt: skip
     nodes = {
-        party: _accord(
+        party: accord_process(
             "node",
             "--kit",
             work / "kits" / party,
@@ -65,9 +55,10 @@ def test_a_node_killed_mid_run_is_left_out_then_rejoins_when_restarted(tmp_path:
     while metrics.read_text().count("\n") < killed_at + 20:  # rounds go on without it
         assert coordinator.poll() is None, (tmp_path / "coordinator.log").read_text()
         time.sleep(0.05)
-    nodes["hospital-c"] = _accord("node", "--kit", work / "kits" / "hospital-c", "--node-home",
-                                  work / "homes" / "hospital-c",
-                                  log=tmp_path / "hospital-c-again.log")  # fmt: skip
+    nodes["hospital-c"] = accord_process(
+        "node", "--kit", work / "kits" / "hospital-c", "--node-home",
+        work / "homes" / "hospital-c", log=tmp_path / "hospital-c-again.log",
+    )  # fmt: skip
     assert coordinator.wait(timeout=300) == 0, (tmp_path / "coordinator.log").read_text()
     for node in nodes.values():
         node.wait(timeout=60)

@@ -10,11 +10,9 @@ same as in the uninterrupted run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 from importlib import resources
@@ -27,23 +25,15 @@ from accord.cli.demo_network import PURPOSE, set_up_federation
 from accord.fileio import load_tensors
 from accord.node_secrets import open_node_generator
 from accord.privacy.ledger import PrivacyLedger
+from tests.e2e.processes import PARTIES, accord_process
 
-PARTIES = ["hospital-a", "hospital-b", "hospital-c", "hospital-d"]
 ROUNDS = 40
-
-
-def _accord(*args: str | Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "accord", *map(str, args)],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
 
 
 def _coordinator(
     work: Path, job: Path, out: Path, log: Path, *extra: str
 ) -> subprocess.Popen[bytes]:
-    return _accord("coordinator", "--kit", work / "kits" / "coordinator", "--job", job,
+    return accord_process("coordinator", "--kit", work / "kits" / "coordinator", "--job", job,
                    "--key", work / "keys" / "coordinator.key", "--out", out, *extra,
                    log=log)  # fmt: skip
 
@@ -51,7 +41,7 @@ def _coordinator(
 def _nodes(work: Path, homes: Path, logs: Path) -> list[subprocess.Popen[bytes]]:
     kits = work / "kits"
     return [
-        _accord("node", "--kit", kits / p, "--node-home", homes / p, log=logs / f"{p}.log")
+        accord_process("node", "--kit", kits / p, "--node-home", homes / p, log=logs / f"{p}.log")
         for p in PARTIES
     ]
 

@@ -61,7 +61,6 @@ def no_change(_: Terms) -> None:
 
 
 DPSGD = '\n[privacy]\nmode = "dpsgd"\nnoise_multiplier = {z}\nclip_norm = 1.0\ndelta = 1e-5\n'
-DP_DATA = replace("standardize = true", 'standardize = "bounds"')
 
 
 def _dp_job(z: float) -> Callable[[str], str]:

@@ -20,8 +20,14 @@ import sys
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomli_w
+
+if TYPE_CHECKING:
+    import torch
+
+    from accord.fl.simulation import Simulation
 
 PURPOSE = "demo"
 
@@ -147,7 +153,7 @@ def set_up_federation(work: Path, owners: list[str]) -> Path:
     return agreement
 
 
-def _local_view(work: Path) -> object:
+def _local_view(work: Path) -> Simulation:
     """The demo job in simulation (for the table: each hospital alone, and the evaluation
     of the networked model on every hospital's test split), in scratch node homes."""
     from accord.fl.simulation import build_simulation
@@ -159,9 +165,8 @@ def _local_view(work: Path) -> object:
     return build_simulation(job, work, work / "local-homes")
 
 
-def _network_model(simulation: object, out: Path) -> object:
+def _network_model(simulation: Simulation, out: Path) -> torch.Tensor:
     from accord.fileio import load_tensors
 
-    model = simulation.model  # type: ignore[attr-defined]
-    return model.vector_from_state_dict(load_tensors(out / "model.safetensors"),
-                                        f"{out}/model.safetensors")  # fmt: skip
+    path = out / "model.safetensors"
+    return simulation.model.vector_from_state_dict(load_tensors(path), str(path))

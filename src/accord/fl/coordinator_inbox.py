@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from accord.errors import AgreementRevokedError
 from accord.fl.messages import (
@@ -32,6 +32,9 @@ from accord.fl.messages import (
     Request,
 )
 from accord.transport.base import Exchange, Transport
+
+if TYPE_CHECKING:
+    from accord.governance.audit import AuditHead
 
 
 class CoordinatorInbox:
@@ -48,8 +51,8 @@ class CoordinatorInbox:
         self.job_id = job_id
         self.parties = list(parties)
         self.agreement_path = agreement_path
-        self.audit_heads: dict[str, dict[str, object]] = {}
-        """The latest audit head each party sent, as JSON."""
+        self.audit_heads: dict[str, AuditHead] = {}
+        """The latest audit head each party sent."""
 
     def exchange(self, requests: Mapping[str, Request]) -> Exchange:
         done = self.inner.exchange(requests)
@@ -57,8 +60,8 @@ class CoordinatorInbox:
             head = release.audit_head
             if head is not None and head.party == party:
                 kept = self.audit_heads.get(party)
-                if kept is None or int(str(kept["seq"])) < head.seq:
-                    self.audit_heads[party] = head.to_json()
+                if kept is None or kept.seq < head.seq:
+                    self.audit_heads[party] = head
         if self.agreement_path is None:
             return done
         announced = [
@@ -72,7 +75,7 @@ class CoordinatorInbox:
 
     def collect_receipts(self, round_number: int) -> dict[str, dict[str, Any]]:
         """End of a run: hand every node the heads kept, collect each one's receipt."""
-        heads = {party: dict(head) for party, head in self.audit_heads.items()}
+        heads = {party: head.to_json() for party, head in self.audit_heads.items()}
         request = ProtocolRequest(
             self.job_id, round_number, RECEIPT_STAGE, heads, len(json.dumps(heads))
         )

@@ -185,8 +185,7 @@ def _tls_key_path(key_path: Path, kit_dir: Path) -> Path:
 
 
 def _listen_address(address: str) -> str:
-    """Listen on the kit's port on every interface the kit's host name resolves to."""
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
+    """The kit's coordinator address (host:port), which the coordinator listens on."""
+    if not address.rpartition(":")[2].isdigit():
         raise InputError(f"coordinator address {address!r} has no port")
-    return f"{host}:{port}"
+    return address

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from accord.data.federation import FederatedData, PartyData
     from accord.fl.node import Node
     from accord.fl.sealed_releases import SealedReleases
+    from accord.governance.agreement import Agreement
+    from accord.governance.identity import PartyIdentity
+    from accord.governance.kit import Kit
+    from accord.transport.grpc_coordinator import Authenticate
 from accord.transport.grpc_link import Link, as_dict
 
 LOG = logging.getLogger("accord.node")
@@ -264,7 +268,7 @@ def _stand_in(name: str, data: FederatedData) -> PartyData:
     return PartyData(name, empty_x, empty_y, empty_x, empty_y)
 
 
-def authenticate_peer(kit: Any, agreement: Any, identity: Any) -> Any:
+def authenticate_peer(kit: Kit, agreement: Agreement, identity: PartyIdentity) -> Authenticate:
     """For the coordinator: check a node's certificate and hello, answer its challenge."""
     from accord.governance.provisioning import check_peer_certificate, sign_challenge
 

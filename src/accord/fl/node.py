@@ -107,8 +107,8 @@ class Node(NodeTraining, NodeGovernance):
         self.dp_plan = dp_plan
         self.secagg = secagg
         self.ckks = ckks
-        self._update_plan: NodeDpPlan | None = None
-        self._kept_update: tuple[bytes, Any, Any, NodeDpPlan | None] | None = None
+        # The open secure round's update: (round, request digest, tensors, scalars, plan).
+        self._kept_update: tuple[int, bytes, Any, Any, NodeDpPlan | None] | None = None
         if isinstance(dp_plan, ClientDpNodePlan) and not dp_plan.per_round:
             # Accepting a DP-FedAvg job charges all its rounds (sampled or not) at once.
             self.gate.charge_job(
@@ -216,9 +216,8 @@ class Node(NodeTraining, NodeGovernance):
                 )
             )  # fmt: skip
         if self.secagg is not None:
-            self._update_plan = plan
             # Asked for this round again: a fresh session around the same charged update.
-            self._kept_update = (sealed_digest(request), tensors, scalars, plan)
+            self._kept_update = (request.round, sealed_digest(request), tensors, scalars, plan)
             advertisement = self.secagg.advertise(
                 request.round, start_model(request), tensors["delta"], self.secure_random
             )
@@ -237,9 +236,10 @@ class Node(NodeTraining, NodeGovernance):
         """The same secure round asked again (a restarted coordinator): fresh keys, coins
         and masks around the update charged once; never a second charge or training."""
         kept = self._kept_update
-        if self.secagg is None or kept is None or kept[0] != sealed_digest(request):
+        # The round first: hash the model only when the round really comes again.
+        if kept is None or kept[0] != request.round or kept[1] != sealed_digest(request):
             return None
-        _, tensors, scalars, plan = kept
+        _, _, tensors, scalars, plan = kept
         self.gate.readmit(request.round, ReleaseKind.UPDATE)
         return self._release_update(request, tensors, scalars, plan)
 
@@ -311,7 +311,7 @@ class Node(NodeTraining, NodeGovernance):
         answer = self.secagg.step(request.round, request.stage, request.payload)
         if request.stage != "masked_input":
             return self._release_protocol(request.round, answer)
-        plan = self._update_plan
+        plan = None if self._kept_update is None else self._kept_update[4]
         return self.gate.release(
             Release(
                 kind=ReleaseKind.UPDATE, job_id=self.config.job_id, round=request.round,

@@ -89,6 +89,12 @@ class NodeAudit:
         self.run_key = run_key
         self.agreement = agreement
         self.approvals: list[str] = []
+        self._head: AuditHead | None = None
+        """The head of this node's last entry: protocol messages carry it without a read."""
+
+    def _append(self, kind: str, body: dict[str, Any]) -> AuditHead:
+        self._head = self.log.append(kind, body)
+        return self._head
 
     def _common(self) -> dict[str, Any]:
         return {"job": self.job_id, "run": self.run_key, "job_digest": self.job.digest()}
@@ -101,7 +107,7 @@ class NodeAudit:
 
     def accepted(self, approvals: Sequence[str] = ()) -> AuditHead:
         self.approvals = list(approvals)
-        return self.log.append("job_accepted", {
+        return self._append("job_accepted", {
             **self._common(), "name": self.job.job.name, "purpose": self.job.job.purpose,
             "agreement": self._agreement(), "task_hash": self.job.model.task_hash,
             "protection": self.job.protection.mode, "privacy": self.job.privacy.mode,
@@ -109,13 +115,13 @@ class NodeAudit:
         })  # fmt: skip
 
     def refused(self, refusal: BaseException) -> AuditHead:
-        return self.log.append("job_refused", {
+        return self._append("job_refused", {
             **self._common(), "name": self.job.job.name, "reason": str(refusal),
         })  # fmt: skip
 
     def charged_job(self, kind: str, dataset: str, event: DpEvent, adversary: Adversary) -> None:
         """The whole job's charge, made when the node accepts it (DP-FedAvg)."""
-        self.log.append("job_charge", {
+        self._append("job_charge", {
             **self._common(), "kind": kind, "dataset": dataset,
             "dp_event": json.loads(event_to_json(event)), "adversary": adversary.value,
         })  # fmt: skip
@@ -125,7 +131,7 @@ class NodeAudit:
         spends = [] if charge is None else [
             {"cap": s.cap.describe(), "epsilon": _finite(s.epsilon)} for s in charge.spends
         ]  # fmt: skip
-        return self.log.append("release", {
+        return self._append("release", {
             **self._common(), "round": release.round, "kind": release.kind.value,
             "recipient": release.recipient, "dataset": release.dataset,
             "dp_event": None if event is None else json.loads(event_to_json(event)),
@@ -136,13 +142,13 @@ class NodeAudit:
 
     def resent(self, release: Release) -> AuditHead:
         """A kept release sent again (the coordinator asked twice): no new charge."""
-        return self.log.append("resent", {
+        return self._append("resent", {
             **self._common(), "round": release.round, "kind": release.kind.value,
             "recipient": release.recipient, "bytes": release.nbytes,
         })  # fmt: skip
 
     def head(self) -> AuditHead | None:
-        return self.log.head()
+        return self._head if self._head is not None else self.log.head()
 
     def keep_peer_heads(self, heads: Mapping[str, Mapping[str, object]]) -> None:
         """Keep the latest head of every other party, to check their logs against later."""

@@ -124,7 +124,7 @@ def execute_run(
         # the audit heads the nodes' releases carried.
         write_privacy_summary(run_dir, privacy_summary(simulation.nodes))
         if isinstance(inbox, CoordinatorInbox):
-            write_audit_heads(run_dir, inbox.audit_heads)
+            write_audit_heads(run_dir, {p: h.to_json() for p, h in inbox.audit_heads.items()})
     summary: dict[str, Any] = {}
     if result.params is not None:
         named = simulation.model.state_dict(result.params)

@@ -41,11 +41,6 @@ class SealedReleases:
             return f"r{request.round:06d}-evaluate"
         return None
 
-    @staticmethod
-    def request_digest(request: Request) -> bytes:
-        """SHA-256 of everything in the request that shapes the release."""
-        return request_digest(request)
-
     def load(self, request: Request) -> Release | None:
         """The release kept for this request (None: never released). Refused when the
         round was released for a different request."""
@@ -56,7 +51,7 @@ class SealedReleases:
 
         data = (self.folder / name).read_bytes()
         digest, header_length = data[:32], _LENGTH.unpack_from(data, 32)[0]
-        if digest != self.request_digest(request):
+        if digest != request_digest(request):
             raise RefusedError(
                 f"round {request.round} was already released for another request (another "
                 "model or learning rate); a round is released once"
@@ -81,7 +76,7 @@ class SealedReleases:
 
         header, payloads = encode(release, 1)
         blob = b"".join(
-            [self.request_digest(request), _LENGTH.pack(len(header)), header,
+            [request_digest(request), _LENGTH.pack(len(header)), header,
              *(bytes(p) for p in payloads)]
         )  # fmt: skip
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -72,9 +72,7 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, datetime | date | time):
         return value.isoformat()
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        # JSON has one number type: 3.0 and 3 are the same term.
-        return int(value)
+    # Numbers need nothing: RFC 8785 writes 3.0 and 3 alike (JSON has one number type).
     return value
 
 
